@@ -1,0 +1,1 @@
+"""orbit_pipelines: crash-safe data pipelines on Dagster."""

@@ -1,0 +1,3 @@
+from orbit_pipelines.cli import run
+
+run()

@@ -1,0 +1,1 @@
+"""Dagster-facing adapters of the store: resources and the checkpoint IO manager."""

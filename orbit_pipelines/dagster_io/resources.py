@@ -1,0 +1,40 @@
+"""Dagster resources that hand ops a connection to the orbit store."""
+
+from __future__ import annotations
+
+from dagster import ConfigurableResource, InitResourceContext
+from pydantic import Field, PrivateAttr
+from sqlalchemy import Engine
+
+from orbit_pipelines.store.engine import connect_store
+from orbit_pipelines.store.urls import mask_url
+
+
+class OrbitStore(ConfigurableResource):
+    """The orbit Postgres store. Give it ``EnvVar("ORBIT_POSTGRES_URL")`` so the URL (and its
+    password) stays out of run config and the UI."""
+
+    postgres_url: str = Field(description="Postgres URL of the orbit store (a secret: use EnvVar).")
+
+    _engine: Engine | None = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: InitResourceContext) -> None:
+        """Connect (retrying transient errors) and bring the schema up to date."""
+        self._engine = connect_store(self.postgres_url, pooled=True)
+
+    def teardown_after_execution(self, context: InitResourceContext) -> None:
+        """Close pooled connections so run workers exit without idle sessions left open."""
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+
+    @property
+    def engine(self) -> Engine:
+        """The engine, connected on first use outside a run (e.g. in a sensor)."""
+        if self._engine is None:
+            self._engine = connect_store(self.postgres_url, pooled=True)
+        return self._engine
+
+    def describe(self) -> str:
+        """Where the store is, password masked."""
+        return mask_url(self.postgres_url)

@@ -1,0 +1,13 @@
+"""The code location: jobs, sensors and resources. No logic lives here."""
+
+from __future__ import annotations
+
+from dagster import Definitions, EnvVar
+
+from orbit_pipelines.dagster_io.resources import OrbitStore
+from orbit_pipelines.pipelines.store_health import store_health
+
+defs = Definitions(
+    jobs=[store_health],
+    resources={"orbit_store": OrbitStore(postgres_url=EnvVar("ORBIT_POSTGRES_URL"))},
+)

@@ -1,0 +1,134 @@
+"""Error codes a user can act on.
+
+Every error orbit_pipelines raises on purpose carries a code from one family:
+
+- ``E-1xxx`` input / validation (never retried automatically)
+- ``E-2xxx`` configuration
+- ``E-3xxx`` external service (retryable unless stated)
+- ``E-4xxx`` step logic
+- ``E-5xxx`` auth / permission (never retried automatically)
+
+This module imports nothing from dagster: every layer may use it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ErrorCode:
+    """A registered error code: its identifier, a short title and whether a retry may help."""
+
+    code: str
+    title: str
+    retryable: bool
+
+    @property
+    def family(self) -> int:
+        """The thousands digit: 1 input, 2 config, 3 external, 4 step logic, 5 auth."""
+        return int(self.code[2])
+
+
+_REGISTRY: dict[str, ErrorCode] = {}
+
+
+def _register(code: str, title: str, *, retryable: bool) -> ErrorCode:
+    if code in _REGISTRY:
+        raise ValueError(f"error code {code} registered twice")
+    error = ErrorCode(code, title, retryable)
+    _REGISTRY[code] = error
+    return error
+
+
+# E-1xxx input / validation
+E1001_MALFORMED_ROW = _register("E-1001", "malformed input row", retryable=False)
+E1002_MISSING_COLUMN = _register("E-1002", "input is missing a required column", retryable=False)
+E1003_INVALID_VALUE = _register(
+    "E-1003", "input value has the wrong type or range", retryable=False
+)
+E1004_DUPLICATE_KEY = _register("E-1004", "duplicate row key in input", retryable=False)
+E1005_EMPTY_INPUT = _register("E-1005", "input is empty", retryable=False)
+E1006_ENCODING = _register("E-1006", "input is not valid UTF-8", retryable=False)
+E1007_FIELD_TOO_LARGE = _register("E-1007", "input field exceeds the size limit", retryable=False)
+
+# E-2xxx configuration
+E2001_DB_UNREACHABLE = _register("E-2001", "cannot reach Postgres", retryable=True)
+E2002_DB_AUTH = _register("E-2002", "Postgres rejected the credentials", retryable=False)
+E2003_DB_MISSING = _register("E-2003", "Postgres database does not exist", retryable=False)
+E2004_SCHEMA_OUTDATED = _register("E-2004", "orbit schema is not current", retryable=False)
+E2005_SCHEMA_NEWER = _register("E-2005", "orbit schema is newer than this code", retryable=False)
+E2006_EMBEDDED_FAILED = _register("E-2006", "embedded Postgres failed to start", retryable=False)
+E2007_BAD_URL = _register("E-2007", "malformed Postgres URL", retryable=False)
+E2008_BAD_CONFIG = _register("E-2008", "invalid configuration", retryable=False)
+
+# E-3xxx external service
+E3001_SERVICE_TIMEOUT = _register("E-3001", "external service timed out", retryable=True)
+E3002_RATE_LIMITED = _register(
+    "E-3002", "external service rate-limited the request", retryable=True
+)
+E3003_ADDRESS_REJECTED = _register(
+    "E-3003", "external service rejected the address", retryable=False
+)
+E3004_SERVICE_UNAVAILABLE = _register("E-3004", "external service unavailable", retryable=True)
+
+# E-4xxx step logic
+E4001_STEP_FAILED = _register("E-4001", "step failed", retryable=True)
+E4002_EFFECT_IN_DOUBT = _register("E-4002", "side effect outcome unknown", retryable=False)
+E4003_STALE_CHECKPOINT = _register(
+    "E-4003", "checkpointed output was produced by different code", retryable=False
+)
+E4004_ROW_FAILED = _register("E-4004", "row handler raised", retryable=True)
+
+# E-5xxx auth / permission
+E5001_UNAUTHORIZED = _register(
+    "E-5001", "external service refused the credentials", retryable=False
+)
+E5002_FORBIDDEN = _register("E-5002", "permission denied", retryable=False)
+
+
+def lookup(code: str) -> ErrorCode | None:
+    """Return the registered code, or None when it is not one of ours."""
+    return _REGISTRY.get(code)
+
+
+def all_codes() -> list[ErrorCode]:
+    """Every registered code, in code order."""
+    return sorted(_REGISTRY.values(), key=lambda e: e.code)
+
+
+def is_retryable(code: str | None) -> bool:
+    """Whether automatic recovery may retry an error with this code.
+
+    Input (E-1xxx) and auth (E-5xxx) are never retried; unknown codes and ``None`` (an
+    unexpected exception) are retried, because a crash with no code is most often transient.
+    """
+    if code is None:
+        return True
+    known = lookup(code)
+    if known is not None:
+        return known.retryable
+    family = code[2:3]
+    return family not in ("1", "5")
+
+
+class OrbitError(Exception):
+    """An error with a code and a message a user can act on."""
+
+    def __init__(self, error: ErrorCode, message: str, *, hint: str | None = None) -> None:
+        self.error = error
+        self.message = message
+        self.hint = hint
+        super().__init__(self.render())
+
+    @property
+    def code(self) -> str:
+        """The ``E-nnnn`` code."""
+        return self.error.code
+
+    def render(self) -> str:
+        """One line (plus an optional hint line) for a person."""
+        text = f"{self.error.code} {self.message}"
+        if self.hint:
+            text += f"\n  hint: {self.hint}"
+        return text

@@ -1,0 +1,1 @@
+"""Example jobs built from the parts: shipments, sales rollup, orders import."""

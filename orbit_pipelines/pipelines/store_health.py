@@ -1,0 +1,26 @@
+"""A one-op job that proves the code location reaches the orbit store."""
+
+from dagster import MetadataValue, OpExecutionContext, Output, job, op
+
+from orbit_pipelines.dagster_io.resources import OrbitStore
+from orbit_pipelines.store.migrations import status
+
+
+@op(description="Connects to the orbit store and reports its schema version.")
+def check_store(context: OpExecutionContext, orbit_store: OrbitStore) -> Output[int]:
+    """Report the store's schema version as output metadata."""
+    state = status(orbit_store.engine)
+    context.log.info(state.describe())
+    return Output(
+        state.current,
+        metadata={
+            "schema_version": state.current,
+            "store": MetadataValue.text(orbit_store.describe()),
+        },
+    )
+
+
+@job(description="Checks that Dagster and the orbit store share one Postgres.")
+def store_health() -> None:
+    """The smallest job that touches the store."""
+    check_store()

@@ -1,0 +1,1 @@
+"""Recovery: detect dead, hung and failed runs; decide, launch and report re-executions."""

@@ -1,0 +1,1 @@
+"""Dagster sensors that wire recovery/ into the daemon."""
