@@ -49,7 +49,9 @@ def test_status_reports_an_outdated_schema(empty_db_url: str) -> None:
     upgrade(engine)
     latest = available_migrations()[-1]
     with engine.begin() as conn:
-        conn.execute(text("DELETE FROM orbit.schema_migrations WHERE version = :v"), {"v": latest.version})
+        conn.execute(
+            text("DELETE FROM orbit.schema_migrations WHERE version = :v"), {"v": latest.version}
+        )
     state = status(engine)
     assert not state.is_current
     assert state.current == latest.version - 1

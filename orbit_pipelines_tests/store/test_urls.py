@@ -1,0 +1,47 @@
+"""URL handling: dialects, masking, and clear errors for URLs that are not Postgres."""
+
+from __future__ import annotations
+
+import pytest
+
+from orbit_pipelines.errors import OrbitError
+from orbit_pipelines.store.urls import (
+    dagster_storage_url,
+    describe_target,
+    mask_url,
+    parse_url,
+    sqlalchemy_url,
+)
+
+SECRET_URL = "postgresql://etl:s3cr3t-pw@db.example.com:6543/orbit"
+
+
+def test_mask_url_hides_the_password() -> None:
+    masked = mask_url(SECRET_URL)
+    assert "s3cr3t-pw" not in masked
+    assert masked == "postgresql://etl:***@db.example.com:6543/orbit"
+
+
+def test_mask_url_copes_with_unparseable_text() -> None:
+    masked = mask_url("not a url://etl:s3cr3t-pw@host")
+    assert "s3cr3t-pw" not in masked
+
+
+def test_our_engines_use_psycopg3_and_dagster_gets_psycopg2() -> None:
+    assert sqlalchemy_url(SECRET_URL).drivername == "postgresql+psycopg"
+    assert dagster_storage_url(SECRET_URL).startswith("postgresql+psycopg2://etl:s3cr3t-pw@")
+
+
+def test_describe_target_names_host_port_and_database() -> None:
+    assert describe_target(SECRET_URL) == "db.example.com:6543/orbit"
+    assert describe_target("postgresql://postgres:@/postgres?host=/tmp/sock").startswith(
+        "/tmp/sock"
+    )
+
+
+@pytest.mark.parametrize("bad", ["mysql://u:pw@host/db", "just-text"])
+def test_non_postgres_urls_fail_with_a_code(bad: str) -> None:
+    with pytest.raises(OrbitError) as info:
+        parse_url(bad)
+    assert info.value.code == "E-2007"
+    assert "pw" not in str(info.value).replace("postgresql://user:password", "")
