@@ -61,6 +61,9 @@ E2005_SCHEMA_NEWER = _register("E-2005", "orbit schema is newer than this code",
 E2006_EMBEDDED_FAILED = _register("E-2006", "embedded Postgres failed to start", retryable=False)
 E2007_BAD_URL = _register("E-2007", "malformed Postgres URL", retryable=False)
 E2008_BAD_CONFIG = _register("E-2008", "invalid configuration", retryable=False)
+E2009_UNSTORABLE_OUTPUT = _register(
+    "E-2009", "step output cannot be stored without pickle", retryable=False
+)
 
 # E-3xxx external service
 E3001_SERVICE_TIMEOUT = _register("E-3001", "external service timed out", retryable=True)
@@ -71,6 +74,9 @@ E3003_ADDRESS_REJECTED = _register(
     "E-3003", "external service rejected the address", retryable=False
 )
 E3004_SERVICE_UNAVAILABLE = _register("E-3004", "external service unavailable", retryable=True)
+E3005_REQUEST_REFUSED = _register(
+    "E-3005", "external service refused the request as invalid", retryable=False
+)
 
 # E-4xxx step logic
 E4001_STEP_FAILED = _register("E-4001", "step failed", retryable=True)
@@ -79,6 +85,13 @@ E4003_STALE_CHECKPOINT = _register(
     "E-4003", "checkpointed output was produced by different code", retryable=False
 )
 E4004_ROW_FAILED = _register("E-4004", "row handler raised", retryable=True)
+E4005_CHECKPOINT_MISSING = _register("E-4005", "checkpointed output not found", retryable=False)
+E4006_CHECKPOINT_CORRUPT = _register(
+    "E-4006", "checkpointed output does not match its content hash", retryable=False
+)
+E4010_NOT_RECOVERABLE = _register(
+    "E-4010", "run cannot be re-executed from failure", retryable=False
+)
 
 # E-5xxx auth / permission
 E5001_UNAUTHORIZED = _register(

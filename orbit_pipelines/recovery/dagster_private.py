@@ -1,0 +1,24 @@
+"""Every private Dagster import orbit_pipelines uses, in one place.
+
+Re-executing a failed run "from failure" as a *queued* run needs three things Dagster's
+public API does not offer outside a webserver workspace: the parent's known execution state
+(which steps finished, which outputs exist), an execution plan restricted to the unfinished
+steps, and the code origin of a stored run. ``orbit_pipelines_tests/recovery/
+test_dagster_private.py`` imports each name and checks its signature, so a Dagster upgrade
+that moves one fails CI loudly instead of failing a recovery at 3 a.m.
+"""
+
+from __future__ import annotations
+
+from dagster._core.execution.api import create_execution_plan
+from dagster._core.execution.plan.state import KnownExecutionState
+from dagster._core.storage.tags import RESUME_RETRY_TAG, TAGS_TO_MAYBE_OMIT_ON_RETRY
+from dagster._utils.hosted_user_process import recon_job_from_origin
+
+__all__ = [
+    "RESUME_RETRY_TAG",
+    "TAGS_TO_MAYBE_OMIT_ON_RETRY",
+    "KnownExecutionState",
+    "create_execution_plan",
+    "recon_job_from_origin",
+]

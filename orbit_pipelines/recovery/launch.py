@@ -1,0 +1,231 @@
+"""Launch one re-execution "from failure" of a failed run, into the same run group, once.
+
+Mechanism: create the run in Dagster's storage (steps that did not finish, parent/root ids
+and tags set, the parent's code origins) and submit it to the instance's run queue; the
+daemon's run coordinator dequeues it and launches it through the code location like any run
+from the UI. Why this and not ``execute_job`` in a spawned process or GraphQL: see
+``orbit_pipelines/recovery/README.md``.
+
+Exactly once: ``orbit.recoveries`` has one row per parent run (UNIQUE), claimed with INSERT
+... ON CONFLICT DO NOTHING; the recovery run's id is derived from the parent's, so even a
+launcher that takes over a crashed launcher's row cannot create a second run.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from dagster import (
+    DagsterInstance,
+    DagsterRun,
+    DagsterRunStatus,
+    JobDefinition,
+    QueuedRunCoordinator,
+)
+from sqlalchemy import Engine
+
+from orbit_pipelines.errors import E2008_BAD_CONFIG, E4010_NOT_RECOVERABLE, OrbitError
+from orbit_pipelines.recovery import dagster_private as dp
+from orbit_pipelines.recovery.settings import RecoverySettings
+from orbit_pipelines.store.recoveries import (
+    Recovery,
+    attempts_used,
+    claim_recovery,
+    get_recovery,
+    mark_launch_failed,
+    mark_launched,
+    take_over,
+)
+
+# Any fixed UUID: recovery run ids are uuid5(this, parent run id).
+_RECOVERY_NAMESPACE = uuid.UUID("5b0c1f0e-6f72-6269-7400-7265636f7672")
+
+ROOT_RUN_TAG = "orbit/root_run"
+RECOVERY_OF_TAG = "orbit/recovery_of"
+ATTEMPT_TAG = "orbit/attempt"
+DECIDED_BY_TAG = "orbit/decided_by"
+PARENT_RUN_ID_TAG = "dagster/parent_run_id"
+ROOT_RUN_ID_TAG = "dagster/root_run_id"
+
+_REEXECUTABLE = (DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED)
+
+
+@dataclass(frozen=True)
+class LaunchResult:
+    """What ``launch`` did: launched a run, or found the decision already taken."""
+
+    launched: bool
+    recovery: Recovery | None
+    recovery_run_id: str | None
+    message: str
+
+
+def recovery_run_id_for(parent_run_id: str) -> str:
+    """The id the recovery run of ``parent_run_id`` gets (deterministic: a second creation
+    of it fails in Dagster's run storage)."""
+    return str(uuid.uuid5(_RECOVERY_NAMESPACE, parent_run_id))
+
+
+def launch(
+    instance: DagsterInstance,
+    engine: Engine,
+    parent_run_id: str,
+    *,
+    decided_by: str,
+    reason: str = "manual",
+    detail: str = "",
+    attempt: int | None = None,
+    job_def: JobDefinition | None = None,
+    settings: RecoverySettings | None = None,
+    release_held: bool = False,
+) -> LaunchResult:
+    """Re-execute ``parent_run_id`` from failure, unless someone already did.
+
+    ``job_def`` is the parent's job when the caller has it loaded (the sensor does); otherwise
+    it is loaded from the parent's code origin. ``release_held`` lets a person (the CLI)
+    launch a run that policy held. Raises OrbitError E-4010 when the run cannot be re-executed.
+    """
+    settings = settings or RecoverySettings()
+    parent = instance.get_run_by_id(parent_run_id)
+    if parent is None:
+        raise OrbitError(E4010_NOT_RECOVERABLE, f"run {parent_run_id} does not exist")
+    if parent.status not in _REEXECUTABLE:
+        raise OrbitError(
+            E4010_NOT_RECOVERABLE,
+            f"run {parent_run_id} is {parent.status.value}; only FAILURE or CANCELED runs can be "
+            "re-executed from failure",
+            hint="a dead STARTED run is marked failed by the recovery sensor or `orbit recover`",
+        )
+    if not isinstance(instance.run_coordinator, QueuedRunCoordinator):
+        raise OrbitError(
+            E2008_BAD_CONFIG,
+            "recovery submits runs to Dagster's run queue; this instance does not use the "
+            "QueuedRunCoordinator",
+            hint="remove run_coordinator from dagster.yaml (queued is the default)",
+        )
+    root_run_id = parent.root_run_id or parent.run_id
+    with engine.begin() as conn:
+        number = attempt if attempt is not None else attempts_used(conn, root_run_id) + 1
+        row = claim_recovery(
+            conn,
+            parent_run_id=parent_run_id,
+            root_run_id=root_run_id,
+            job_name=parent.job_name,
+            attempt=number,
+            reason=reason,
+            detail=detail,
+            decided_by=decided_by,
+        )
+        if row is None:
+            row = take_over(
+                conn,
+                parent_run_id=parent_run_id,
+                decided_by=decided_by,
+                stale_after_s=settings.launch_takeover_s,
+                from_held=release_held,
+            )
+        if row is None:
+            existing = get_recovery(conn, parent_run_id)
+    if row is None:
+        status = existing.status if existing else "unknown"
+        return LaunchResult(
+            False,
+            existing,
+            existing.recovery_run_id if existing else None,
+            f"run {parent_run_id} already has a recovery ({status}, decided by "
+            f"{existing.decided_by if existing else '?'})",
+        )
+    try:
+        run_id = _create_and_submit(instance, parent, row, job_def)
+    except Exception as error:
+        with engine.begin() as conn:
+            mark_launch_failed(conn, parent_run_id=parent_run_id, outcome=f"launch failed: {error}")
+        raise
+    with engine.begin() as conn:
+        mark_launched(conn, parent_run_id=parent_run_id, recovery_run_id=run_id)
+        launched = get_recovery(conn, parent_run_id)
+    return LaunchResult(True, launched, run_id, f"launched {run_id} (attempt {row.attempt})")
+
+
+def _create_and_submit(
+    instance: DagsterInstance, parent: DagsterRun, row: Recovery, job_def: JobDefinition | None
+) -> str:
+    run_id = recovery_run_id_for(parent.run_id)
+    existing = instance.get_run_by_id(run_id)
+    if existing is None:
+        _create_run(instance, parent, row, run_id, job_def)
+        existing = instance.get_run_by_id(run_id)
+    if existing is not None and existing.status == DagsterRunStatus.NOT_STARTED:
+        # QueuedRunCoordinator.submit_run only enqueues; it never uses the workspace.
+        instance.submit_run(run_id, workspace=None)  # type: ignore[arg-type]
+    return run_id
+
+
+def _create_run(
+    instance: DagsterInstance,
+    parent: DagsterRun,
+    row: Recovery,
+    run_id: str,
+    job_def: JobDefinition | None,
+) -> None:
+    if parent.remote_job_origin is None or parent.job_code_origin is None:
+        raise OrbitError(
+            E4010_NOT_RECOVERABLE,
+            f"run {parent.run_id} was not launched through a code location (execute_job?); "
+            "it has no origin to re-launch from",
+        )
+    if job_def is None:
+        job_def = dp.recon_job_from_origin(parent.job_code_origin).get_definition()
+    step_keys, known_state = dp.KnownExecutionState.build_resume_retry_reexecution(
+        instance, parent_run=parent
+    )
+    if not step_keys:
+        raise OrbitError(
+            E4010_NOT_RECOVERABLE, f"run {parent.run_id} has no unfinished step to re-execute"
+        )
+    subset = (
+        job_def.get_subset(op_selection=parent.op_selection, asset_selection=parent.asset_selection)
+        if parent.op_selection or parent.asset_selection
+        else job_def
+    )
+    root_run_id = parent.root_run_id or parent.run_id
+    tags = {
+        **{k: str(v) for k, v in (job_def.tags or {}).items()},
+        **{
+            k: v
+            for k, v in parent.tags.items()
+            if not k.startswith(("dagster/", ".dagster/"))
+            and k not in dp.TAGS_TO_MAYBE_OMIT_ON_RETRY
+        },
+        PARENT_RUN_ID_TAG: parent.run_id,
+        ROOT_RUN_ID_TAG: root_run_id,
+        dp.RESUME_RETRY_TAG: "true",
+        ROOT_RUN_TAG: root_run_id,
+        RECOVERY_OF_TAG: parent.run_id,
+        ATTEMPT_TAG: str(row.attempt),
+        DECIDED_BY_TAG: row.decided_by,
+    }
+    plan = dp.create_execution_plan(
+        subset,
+        parent.run_config,
+        step_keys_to_execute=step_keys,
+        known_state=known_state,
+        tags=tags,
+    )
+    instance.create_run_for_job(
+        job_def=job_def,
+        execution_plan=plan,
+        run_id=run_id,
+        run_config=parent.run_config,
+        tags=tags,
+        root_run_id=root_run_id,
+        parent_run_id=parent.run_id,
+        op_selection=list(parent.op_selection) if parent.op_selection else None,
+        resolved_op_selection=set(parent.resolved_op_selection)
+        if parent.resolved_op_selection
+        else None,
+        asset_selection=set(parent.asset_selection) if parent.asset_selection else None,
+        remote_job_origin=parent.remote_job_origin,
+        job_code_origin=parent.job_code_origin,
+    )

@@ -1,0 +1,80 @@
+"""End to end: real daemon, code server and run workers; real SIGKILLs."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+from dagster import DagsterRunStatus
+from sqlalchemy import text
+
+from orbit_pipelines.store.recoveries import get_recovery
+from orbit_pipelines_tests.processes import wait_for
+from orbit_pipelines_tests.sensors.harness import Harness, seconds_since
+
+ENDED = (DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED)
+ROWS = 30
+
+
+def _assert_recovered_once(harness: Harness, parent_run_id: str) -> str:
+    """The parent has exactly one recovery run, it succeeded, finished steps and rows were
+    skipped, and every row's effect happened exactly once. Returns the recovery run id."""
+    children = harness.children_of(parent_run_id)
+    assert len(children) == 1, [c.run_id for c in children]
+    child = harness.wait_status(children[0].run_id, ENDED)
+    assert child.status == DagsterRunStatus.SUCCESS, child.status
+    assert child.tags["dagster/root_run_id"] == parent_run_id
+    assert child.tags["orbit/root_run"] == parent_run_id
+    assert child.tags["orbit/recovery_of"] == parent_run_id
+    assert child.tags["orbit/attempt"] == "1"
+    assert child.root_run_id == parent_run_id and child.parent_run_id == parent_run_id
+    assert child.step_keys_to_execute == ["process_rows"]
+    steps = harness.step_runs(parent_run_id)
+    assert [s for r, s in steps if r == child.run_id] == ["process_rows"]
+    assert [s for _, s in steps].count("prepare") == 1
+    effects = harness.effects_per_row(parent_run_id)
+    assert effects == dict.fromkeys(range(ROWS), 1)
+    with harness.engine.connect() as conn:
+        by_run = dict(
+            conn.execute(
+                text(
+                    "SELECT run_id, count(*) FROM public.e2e_effects WHERE root_run_id = :g"
+                    " GROUP BY run_id"
+                ),
+                {"g": parent_run_id},
+            ).all()
+        )
+    assert by_run.get(parent_run_id, 0) > 0 and by_run.get(child.run_id, 0) > 0, by_run
+    return child.run_id
+
+
+def _wait_finished_row(harness: Harness, parent_run_id: str) -> None:
+    def finished() -> bool:
+        with harness.engine.connect() as conn:
+            row = get_recovery(conn, parent_run_id)
+        return row is not None and row.status == "succeeded" and row.finished_at is not None
+
+    wait_for(finished, timeout_s=60, what="recoveries row marked succeeded")
+    with harness.engine.connect() as conn:
+        row = get_recovery(conn, parent_run_id)
+    assert row is not None and row.launched_at is not None
+    assert row.detected_at <= row.launched_at <= row.finished_at  # type: ignore[operator]
+
+
+@pytest.mark.e2e
+def test_sigkilled_worker_is_recovered_once(harness: Harness) -> None:
+    harness.start_daemon()
+    run_id = harness.launch("rows_job", {"rows": ROWS, "row_sleep_s": 0.2})
+    _host, pid = harness.wait_rows(run_id, 5)
+    os.kill(pid, signal.SIGKILL)
+    killed = time.monotonic()
+    child = harness.wait_child(run_id)
+    print(f"\nSIGKILL -> recovery run created: {seconds_since(killed):.1f}s (fast settings)")
+    assert child.run_id
+    _assert_recovered_once(harness, run_id)
+    _wait_finished_row(harness, run_id)
+    with harness.engine.connect() as conn:
+        row = get_recovery(conn, run_id)
+    assert row is not None and row.reason in ("dead", "failed") and row.attempt == 1
