@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -188,8 +189,14 @@ def run(args: argparse.Namespace, workdir: Path) -> list[dict[str, Any]]:
     return results
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    # SIGTERM unwinds the with-blocks: workers killed by pid, bench databases dropped.
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run the comparison; exit 1 if a system did not behave as its scenario requires."""
+    """Run the comparison; a worker that misbehaves raises (exit 1) after cleaning up."""
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     args = parse_args(sys.argv[1:] if argv is None else argv)
     if args.workdir:
         args.workdir.mkdir(parents=True, exist_ok=True)
