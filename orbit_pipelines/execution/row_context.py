@@ -1,0 +1,112 @@
+"""What a row handler gets: ``ctx.once``, ``ctx.fork``, ``ctx.agg[name]``, ``ctx.emit``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from orbit_pipelines.execution.aggregations import AggHandle
+from orbit_pipelines.execution.effects import Receiver, ReconcileFn
+
+if TYPE_CHECKING:
+    from orbit_pipelines.execution.executor import RowExecutor
+
+
+class Token:
+    """One piece of a forked row. Use it as ``with token:``: leaving the block normally
+    marks it done, an exception marks it failed (and propagates).
+
+    Aggregation values added inside the block are folded when the token is done, so a
+    rerun of the row, which skips done tokens, neither loses nor repeats them.
+    """
+
+    __slots__ = ("_ctx", "_mark", "error_code", "error_message", "item", "no", "result", "status")
+
+    def __init__(self, ctx: RowContext, no: int, item: Any) -> None:
+        self._ctx = ctx
+        self.no = no
+        self.item = item
+        self.status = "pending"
+        self.result: Any = None
+        self.error_code: str | None = None
+        self.error_message: str | None = None
+        self._mark = 0
+
+    def emit(self, result: Any) -> None:
+        """Record a JSON-able result for this token."""
+        self.result = result
+
+    def __enter__(self) -> Token:
+        self._mark = len(self._ctx._pending_agg)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        pending = self._ctx._pending_agg
+        if exc is None:
+            self.status = "done"
+            self._ctx._executor._fold(pending[self._mark :])
+        elif isinstance(exc, Exception):
+            from orbit_pipelines.execution.executor import error_fields
+
+            self.status = "failed"
+            self.error_code, self.error_message = error_fields(exc)
+        del pending[self._mark :]
+
+
+class RowContext:
+    """Per-row helper handed to the handler; one instance is reused row after row."""
+
+    __slots__ = ("_executor", "_pending_agg", "_result", "_tokens", "agg", "key_hash", "row_key")
+
+    def __init__(self, executor: RowExecutor, agg_names: Iterable[str]) -> None:
+        self._executor = executor
+        self._pending_agg: list[tuple[str, Any]] = []
+        self.agg: dict[str, AggHandle] = {n: AggHandle(n, self._pending_agg) for n in agg_names}
+        self.row_key = ""
+        self.key_hash = b""
+        self._result: Any = None
+        self._tokens: list[Token] | None = None
+
+    def _reset(self, row_key: str, key_hash: bytes) -> None:
+        self.row_key = row_key
+        self.key_hash = key_hash
+        self._result = None
+        self._tokens = None
+        self._pending_agg.clear()
+
+    def emit(self, result: Any) -> None:
+        """Record a JSON-able result for this row (stored in the ledger)."""
+        self._result = result
+
+    def once(
+        self,
+        key: str,
+        fn: Callable[..., Any],
+        *,
+        receiver: Receiver = "idempotent",
+        reconcile: ReconcileFn | None = None,
+    ) -> Any:
+        """Run the side effect ``fn`` at most once for ``key`` (unique within the step).
+
+        ``fn`` is called as ``fn(idempotency_key)`` for an idempotent receiver, ``fn(conn)``
+        (a psycopg connection inside the batch transaction) for a transactional one, and
+        ``fn()`` for an unsafe one. See ``execution.effects``.
+        """
+        return self._executor._effects.once(
+            key, fn, receiver=receiver, row_key=self.row_key, reconcile=reconcile
+        )
+
+    def fork(self, items: int | Iterable[Any]) -> list[Token]:
+        """Split this row into tokens (``n`` or one per item); the row is done only when
+        every token is. Tokens an earlier attempt finished are not returned again."""
+        listed = [None] * items if isinstance(items, int) else list(items)
+        finished = self._executor._finished_tokens(self.key_hash)
+        tokens = [Token(self, no, item) for no, item in enumerate(listed) if no not in finished]
+        self._tokens = tokens
+        return tokens

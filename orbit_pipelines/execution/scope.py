@@ -1,0 +1,100 @@
+"""What the executor is working on, how, and what it reports back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+OnError = Literal["fail_fast", "quarantine"]
+
+
+@dataclass(frozen=True)
+class RunScope:
+    """A step of a logical run.
+
+    ``root_run_id`` (the Dagster run group's root) keys the ledger, so a re-execution finds
+    what its ancestors finished; ``run_id`` is the run doing the work now (heartbeats).
+    """
+
+    root_run_id: str
+    run_id: str
+    step_key: str
+
+
+@dataclass(frozen=True)
+class ExecutorOptions:
+    """How the executor commits and what it does with a failing row.
+
+    ``on_error="fail_fast"`` stops at the first failing row and fails the step with its
+    code; ``"quarantine"`` records the row as quarantined and goes on. Even in quarantine
+    mode a row that raises a *retryable external* error (E-3xxx, e.g. a timeout) fails the
+    step instead, because setting it aside would lose a row a retry would have processed.
+    """
+
+    batch_size: int = 1000
+    on_error: OnError = "fail_fast"
+    heartbeat_every_s: float = 2.0
+    progress_every_pct: float = 5.0
+    # When the row count is unknown (a generator), report progress every this many rows.
+    progress_every_rows: int = 10_000
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    """Where a step stands; sent to the ``progress`` callback every few percent and at the end."""
+
+    rows_seen: int
+    rows_total: int | None
+    done: int
+    skipped_already_done: int
+    quarantined: int
+    failed: int
+    held: int
+    final: bool = False
+
+    def describe(self) -> str:
+        """ "row 4,700/10,000 (47%), 3 quarantined" for a log line."""
+        if self.rows_total:
+            pct = 100.0 * self.rows_seen / self.rows_total
+            text = f"row {self.rows_seen:,}/{self.rows_total:,} ({pct:.0f}%)"
+        else:
+            text = f"row {self.rows_seen:,}"
+        extras = [
+            f"{self.skipped_already_done:,} already done" if self.skipped_already_done else "",
+            f"{self.quarantined:,} quarantined" if self.quarantined else "",
+            f"{self.held:,} held (effect in doubt)" if self.held else "",
+            f"{self.failed:,} failed" if self.failed else "",
+        ]
+        extra = ", ".join(e for e in extras if e)
+        return f"{text}, {extra}" if extra else text
+
+
+@dataclass
+class RunSummary:
+    """What one ``run`` did: the counts for a step's output metadata."""
+
+    rows_total: int = 0
+    done: int = 0
+    skipped_already_done: int = 0
+    quarantined: int = 0
+    failed: int = 0
+    held: int = 0
+    duplicates: int = 0
+    incomplete: int = 0
+    batches_committed: int = 0
+    elapsed_s: float = 0.0
+    aggregations: dict[str, Any] = field(default_factory=dict)
+
+    def as_metadata(self) -> dict[str, Any]:
+        """Plain values for output metadata."""
+        return {
+            "rows_total": self.rows_total,
+            "rows_done": self.done,
+            "rows_skipped_already_done": self.skipped_already_done,
+            "rows_quarantined": self.quarantined,
+            "rows_failed": self.failed,
+            "rows_held": self.held,
+            "rows_duplicate_keys": self.duplicates,
+            "batches_committed": self.batches_committed,
+            "elapsed_s": round(self.elapsed_s, 3),
+        }

@@ -1,0 +1,164 @@
+"""The idempotency ledger: one row per effect key, intent -> succeeded / failed / in_doubt.
+
+``claim``/``finish`` run on a raw psycopg connection (the executor's); the functions a
+person uses through the CLI (list what is in doubt, resolve it) take a SQLAlchemy one.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from sqlalchemy import Connection, select, update
+
+from orbit_pipelines.errors import E1003_INVALID_VALUE, OrbitError
+from orbit_pipelines.store.named_sql import load_sql
+from orbit_pipelines.store.tables import effects
+
+RECEIVERS = ("idempotent", "transactional", "unsafe")
+
+
+@dataclass(frozen=True)
+class EffectRecord:
+    """What the ledger holds for one key."""
+
+    status: str
+    receiver: str
+    result: Any
+    error_code: str | None
+    error_message: str | None
+    attempts: int
+
+
+def claim(
+    conn: psycopg.Connection,
+    *,
+    effect_key: str,
+    root_run_id: str,
+    step_key: str,
+    row_key: str | None,
+    receiver: str,
+    status: str,
+    run_id: str,
+) -> EffectRecord | None:
+    """Insert the key with ``status``; None when inserted (ours), else the existing record.
+
+    The existing record is read ``FOR UPDATE`` so the caller's next write on it cannot race
+    another claimer.
+    """
+    with conn.cursor() as cur:
+        cur.execute(
+            load_sql("effect_claim"),
+            {
+                "effect_key": effect_key,
+                "root_run_id": root_run_id,
+                "step_key": step_key,
+                "row_key": row_key,
+                "receiver": receiver,
+                "status": status,
+                "run_id": run_id,
+            },
+        )
+        if cur.fetchone() is not None:
+            return None
+        cur.execute(load_sql("effect_get"), {"effect_key": effect_key})
+        row = cur.fetchone()
+    if row is None:  # deleted between the two statements: treat as ours on the next call
+        return None
+    return EffectRecord(*row)
+
+
+def retry(conn: psycopg.Connection, *, effect_key: str, status: str, run_id: str) -> None:
+    """Start a new attempt of a key (attempts + 1)."""
+    with conn.cursor() as cur:
+        cur.execute(
+            load_sql("effect_retry"),
+            {"effect_key": effect_key, "status": status, "run_id": run_id},
+        )
+
+
+def finish(
+    conn: psycopg.Connection,
+    *,
+    effect_key: str,
+    status: str,
+    result: Any = None,
+    error_code: str | None = None,
+    error_message: str | None = None,
+    resolved_by: str | None = None,
+) -> None:
+    """Record the outcome of an attempt."""
+    with conn.cursor() as cur:
+        cur.execute(
+            load_sql("effect_finish"),
+            {
+                "effect_key": effect_key,
+                "status": status,
+                "result": None if result is None else json.dumps(result),
+                "error_code": error_code,
+                "error_message": error_message,
+                "resolved_by": resolved_by,
+            },
+        )
+
+
+@dataclass(frozen=True)
+class OpenEffect:
+    """An effect whose outcome is not known: shown by the CLI, settled by a person."""
+
+    effect_key: str
+    root_run_id: str
+    step_key: str
+    row_key: str | None
+    receiver: str
+    status: str
+    attempts: int
+    run_id: str | None
+    updated_at: datetime
+
+
+def effects_in_doubt(conn: Connection, root_run_id: str | None = None) -> list[OpenEffect]:
+    """Effects held for reconciliation (``in_doubt``), for one run group or all."""
+    stmt = select(
+        effects.c.effect_key,
+        effects.c.root_run_id,
+        effects.c.step_key,
+        effects.c.row_key,
+        effects.c.receiver,
+        effects.c.status,
+        effects.c.attempts,
+        effects.c.run_id,
+        effects.c.updated_at,
+    ).where(effects.c.status == "in_doubt")
+    if root_run_id is not None:
+        stmt = stmt.where(effects.c.root_run_id == root_run_id)
+    return [OpenEffect(*row) for row in conn.execute(stmt.order_by(effects.c.effect_key))]
+
+
+def resolve_effect(
+    conn: Connection,
+    effect_key: str,
+    outcome: str,
+    *,
+    result: Any = None,
+    resolved_by: str = "user",
+) -> bool:
+    """Settle an in-doubt (or open intent) effect as ``succeeded`` or ``failed``.
+
+    ``succeeded``: a rerun returns ``result`` without calling the effect. ``failed``: the
+    effect did not happen; a rerun performs it again. Returns False when the key is not open.
+    """
+    if outcome not in ("succeeded", "failed"):
+        raise OrbitError(
+            E1003_INVALID_VALUE,
+            f"outcome must be 'succeeded' or 'failed', not {outcome!r}",
+        )
+    stmt = (
+        update(effects)
+        .where(effects.c.effect_key == effect_key, effects.c.status.in_(("intent", "in_doubt")))
+        .values(status=outcome, result=result, resolved_by=resolved_by)
+    )
+    return conn.execute(stmt).rowcount == 1

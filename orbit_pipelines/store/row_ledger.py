@@ -1,0 +1,180 @@
+"""The row ledger: which rows of a step are done, and the batch upserts that say so.
+
+Hot-path functions take a raw psycopg connection (the executor holds one for the whole
+step) and run named SQL from ``store/queries``; read functions for people and tests take a
+SQLAlchemy connection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import psycopg
+from sqlalchemy import Connection, func, select
+
+from orbit_pipelines.store.named_sql import load_sql
+from orbit_pipelines.store.tables import step_rows
+
+# COPY ... (FORMAT binary) framing: an 11-byte signature, 4 bytes of flags, 4 bytes of
+# header-extension length, then per tuple a 2-byte field count, a 4-byte length and the
+# 16 uuid bytes; a 2-byte -1 ends the stream.
+_COPY_HEADER = 19
+_COPY_TRAILER = 2
+_UUID_TUPLE = np.dtype([("fields", ">i2"), ("length", ">i4"), ("hash", "S16")])
+
+HASH_DTYPE = np.dtype("S16")
+
+
+@dataclass(frozen=True)
+class RowOutcomes:
+    """Column lists of one batch's row outcomes (one entry per row, in any order)."""
+
+    key_hashes: list[str]
+    row_keys: list[str]
+    statuses: list[str]
+    results: list[str | None]
+    error_codes: list[str | None]
+    error_messages: list[str | None]
+
+
+@dataclass(frozen=True)
+class TokenOutcomes:
+    """Column lists of one batch's token outcomes."""
+
+    key_hashes: list[str]
+    token_nos: list[int]
+    statuses: list[str]
+    results: list[str | None]
+    error_codes: list[str | None]
+    error_messages: list[str | None]
+
+
+def load_done_hashes(conn: psycopg.Connection, root_run_id: str, step_key: str) -> np.ndarray:
+    """Sorted 16-byte hashes (dtype ``S16``) of rows that are done or quarantined.
+
+    One COPY, parsed with ``np.frombuffer``: a million hashes are one 16 MB array, not a
+    million Python objects. ``uuid`` sorts by its bytes, so the array is already sorted.
+    """
+    buf = bytearray()
+    with conn.cursor() as cur:
+        params = {"root_run_id": root_run_id, "step_key": step_key}
+        with cur.copy(load_sql("row_done_hashes"), params) as copy:
+            for chunk in copy:
+                buf += chunk
+    count = (len(buf) - _COPY_HEADER - _COPY_TRAILER) // _UUID_TUPLE.itemsize
+    if count <= 0:
+        return np.empty(0, dtype=HASH_DTYPE)
+    tuples = np.frombuffer(buf, dtype=_UUID_TUPLE, count=count, offset=_COPY_HEADER)
+    return np.ascontiguousarray(tuples["hash"])
+
+
+def load_attempted_hashes(conn: psycopg.Connection, root_run_id: str, step_key: str) -> set[bytes]:
+    """Hashes of rows tried before but not finished (failed, held, or with pending tokens)."""
+    with conn.cursor() as cur:
+        cur.execute(
+            load_sql("row_attempted_hashes"), {"root_run_id": root_run_id, "step_key": step_key}
+        )
+        return {row[0].bytes for row in cur.fetchall()}
+
+
+def write_row_outcomes(
+    conn: psycopg.Connection, root_run_id: str, step_key: str, run_id: str, rows: RowOutcomes
+) -> None:
+    """Upsert one batch of row outcomes inside the caller's transaction."""
+    if not rows.key_hashes:
+        return
+    with conn.cursor() as cur:
+        cur.execute(
+            load_sql("row_commit"),
+            {
+                "root_run_id": root_run_id,
+                "step_key": step_key,
+                "run_id": run_id,
+                "key_hashes": rows.key_hashes,
+                "row_keys": rows.row_keys,
+                "statuses": rows.statuses,
+                "results": rows.results,
+                "error_codes": rows.error_codes,
+                "error_messages": rows.error_messages,
+            },
+        )
+
+
+def write_token_outcomes(
+    conn: psycopg.Connection, root_run_id: str, step_key: str, tokens: TokenOutcomes
+) -> None:
+    """Upsert token outcomes of forked rows inside the caller's transaction."""
+    if not tokens.key_hashes:
+        return
+    with conn.cursor() as cur:
+        cur.execute(
+            load_sql("token_commit"),
+            {
+                "root_run_id": root_run_id,
+                "step_key": step_key,
+                "key_hashes": tokens.key_hashes,
+                "token_nos": tokens.token_nos,
+                "statuses": tokens.statuses,
+                "results": tokens.results,
+                "error_codes": tokens.error_codes,
+                "error_messages": tokens.error_messages,
+            },
+        )
+
+
+def done_token_numbers(
+    conn: psycopg.Connection, root_run_id: str, step_key: str, key_hash_hex: str
+) -> set[int]:
+    """Token numbers of one row that an earlier attempt finished."""
+    with conn.cursor() as cur:
+        cur.execute(
+            load_sql("token_done_for_row"),
+            {"root_run_id": root_run_id, "step_key": step_key, "key_hash": key_hash_hex},
+        )
+        return {int(row[0]) for row in cur.fetchall()}
+
+
+def row_status_counts(conn: Connection, root_run_id: str, step_key: str) -> dict[str, int]:
+    """How many rows of a step are in each status."""
+    stmt = (
+        select(step_rows.c.status, func.count())
+        .where(step_rows.c.root_run_id == root_run_id, step_rows.c.step_key == step_key)
+        .group_by(step_rows.c.status)
+    )
+    return {status: int(n) for status, n in conn.execute(stmt)}
+
+
+@dataclass(frozen=True)
+class RowProblem:
+    """A row that is not done: failed, quarantined or held, with its reason."""
+
+    row_key: str
+    status: str
+    attempt: int
+    error_code: str | None
+    error_message: str | None
+
+
+def row_problems(
+    conn: Connection, root_run_id: str, step_key: str, *, limit: int = 100
+) -> Sequence[RowProblem]:
+    """Rows of a step that are failed, quarantined or held (first ``limit``, by key)."""
+    stmt = (
+        select(
+            step_rows.c.row_key,
+            step_rows.c.status,
+            step_rows.c.attempt,
+            step_rows.c.error_code,
+            step_rows.c.error_message,
+        )
+        .where(
+            step_rows.c.root_run_id == root_run_id,
+            step_rows.c.step_key == step_key,
+            step_rows.c.status != "done",
+        )
+        .order_by(step_rows.c.row_key)
+        .limit(limit)
+    )
+    return [RowProblem(*row) for row in conn.execute(stmt)]
