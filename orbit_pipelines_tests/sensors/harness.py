@@ -102,7 +102,12 @@ class Harness:
             capture_output=True,
             timeout=120,
         )
-        new = set(self.instance.get_run_ids(RunsFilter(job_name=job_name))) - before
+        # Only roots: a fast-failing earlier run may already have a recovery run.
+        new = {
+            run.run_id
+            for run in self.instance.get_runs(RunsFilter(job_name=job_name))
+            if run.run_id not in before and run.parent_run_id is None
+        }
         assert len(new) == 1, new
         return new.pop()
 

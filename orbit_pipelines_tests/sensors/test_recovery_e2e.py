@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from dagster import DagsterRunStatus
 from sqlalchemy import text
 
-from orbit_pipelines.store.recoveries import get_recovery
+from orbit_pipelines.recovery.launch import LaunchResult, launch
+from orbit_pipelines.recovery.report import group_report
+from orbit_pipelines.store.recoveries import Recovery, get_recovery
 from orbit_pipelines_tests.processes import wait_for
 from orbit_pipelines_tests.sensors.harness import Harness, seconds_since
 
@@ -132,3 +136,94 @@ def _alive(pid: int) -> bool:
     from orbit_pipelines.recovery.liveness import pid_alive
 
     return pid_alive(pid)
+
+
+def _wait_row(harness: Harness, run_id: str, status: str, timeout_s: float = 120) -> Recovery:
+    def found() -> Recovery | None:
+        with harness.engine.connect() as conn:
+            row = get_recovery(conn, run_id)
+        return row if row is not None and row.status == status else None
+
+    return wait_for(found, timeout_s=timeout_s, what=f"recovery of {run_id} {status}")  # type: ignore[return-value]
+
+
+@pytest.mark.e2e
+def test_retryable_error_backs_off_up_to_budget_and_non_retryable_is_held(
+    harness: Harness,
+) -> None:
+    harness.start_daemon()
+    retryable = harness.launch(
+        "rows_job",
+        {
+            "rows": ROWS,
+            "row_sleep_s": 0.05,
+            "fail_code": "E-3001",
+            "fail_after": 2,
+            "fail_always": True,
+        },
+    )
+    fatal = harness.launch(
+        "rows_job", {"rows": ROWS, "row_sleep_s": 0.05, "fail_code": "E-1001", "fail_after": 2}
+    )
+
+    # The non-retryable run: held for a person, never re-executed.
+    held = _wait_row(harness, fatal, "held")
+    assert "E-1001" in held.detail and "needs a person" in held.detail
+    with harness.engine.connect() as conn:
+        report = group_report(harness.instance, conn, fatal)
+    assert [r.parent_run_id for r in report.needs_person] == [fatal]
+
+    # The retryable run: three recoveries (the default budget), then held.
+    chain = [retryable]
+    for _attempt in range(3):
+        chain.append(harness.wait_child(chain[-1], timeout_s=120).run_id)
+        harness.wait_status(chain[-1], ENDED)
+    last = _wait_row(harness, chain[-1], "held")
+    assert "attempt budget" in last.detail
+    assert harness.children_of(fatal) == []
+    assert harness.children_of(chain[-1]) == []
+
+    with harness.engine.connect() as conn:
+        rows = [get_recovery(conn, run_id) for run_id in chain[:-1]]
+    assert [r.attempt for r in rows if r] == [1, 2, 3]
+    for number, (parent, row) in enumerate(zip(chain[:-1], rows, strict=True), start=1):
+        assert row is not None and row.status == "failed" and row.finished_at is not None
+        record = harness.instance.get_run_record_by_id(parent)
+        assert record is not None and record.end_time is not None and row.launched_at is not None
+        waited = row.launched_at.timestamp() - record.end_time
+        # Backoff: none before the first recovery, then 2 s * 2^(n-2), jitter at most 20 %.
+        minimum = 0.0 if number == 1 else 2.0 * 2 ** (number - 2) * 0.8
+        print(f"attempt {number}: launched {waited:.1f}s after its parent failed (min {minimum}s)")
+        assert waited >= minimum - 0.5
+    # Two rows per attempt, each effect once across the whole group.
+    assert harness.effects_per_row(retryable) == dict.fromkeys(range(8), 1)
+
+
+@pytest.mark.e2e
+def test_racing_recoveries_launch_once_and_tag_switch_stops_the_sensor(harness: Harness) -> None:
+    harness.start_daemon()
+    run_id = harness.launch(
+        "manual_rows_job",
+        {"rows": ROWS, "row_sleep_s": 0.05, "fail_code": "E-3001", "fail_after": 2},
+    )
+    harness.wait_status(run_id, (DagsterRunStatus.FAILURE,))
+    time.sleep(6)  # several sensor ticks: the job's orbit/auto_recover=false tag stops them
+    assert harness.children_of(run_id) == []
+    with harness.engine.connect() as conn:
+        assert get_recovery(conn, run_id) is None
+
+    barrier = threading.Barrier(6)
+
+    def person(number: int) -> LaunchResult:
+        barrier.wait()
+        return launch(harness.instance, harness.engine, run_id, decided_by=f"person-{number}")
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        results = list(pool.map(person, range(6)))
+    assert sum(r.launched for r in results) == 1, [r.message for r in results]
+    winner = next(r for r in results if r.launched)
+    # Losers saw the winner's row, still 'launching' or already 'launched'.
+    assert {r.recovery_run_id for r in results} <= {winner.recovery_run_id, None}
+    assert all("already has a recovery" in r.message for r in results if not r.launched)
+    assert len(harness.children_of(run_id)) == 1
+    assert _assert_recovered_once(harness, run_id) == winner.recovery_run_id
