@@ -6,8 +6,10 @@ from dagster import Definitions, EnvVar
 
 from orbit_pipelines.dagster_io.resources import OrbitStore
 from orbit_pipelines.pipelines.store_health import store_health
+from orbit_pipelines.sensors.recovery_sensor import make_recovery_sensor
 
 defs = Definitions(
     jobs=[store_health],
+    sensors=[make_recovery_sensor()],
     resources={"orbit_store": OrbitStore(postgres_url=EnvVar("ORBIT_POSTGRES_URL"))},
 )

@@ -38,7 +38,7 @@ class Outcome:
 
     run_id: str
     reason: str
-    action: str  # launched | waiting | held | skipped | lost_race | finished | error
+    action: str  # launched | waiting | held | skipped | lost_race | deferred | finished | error
     message: str
     recovery_run_id: str | None = None
 
@@ -86,15 +86,27 @@ def run_cycle(
     job_filter: Callable[[str], bool] | None = None,
     job_lookup: Callable[[str], JobDefinition | None] | None = None,
     log: Any = None,
+    max_launches: int | None = None,
 ) -> list[Outcome]:
-    """Detect and handle every run that needs recovery; returns what was decided."""
+    """Detect and handle every run that needs recovery; returns what was decided.
+
+    ``max_launches`` caps the launches of this pass (e.g. ``orbit recover --max``); runs
+    beyond it are reported 'deferred' and left for a later pass.
+    """
     log = log or logging.getLogger(__name__)
     outcomes = record_finished(instance, engine)
     with engine.connect() as conn:
         candidates = detect(instance, conn, settings, job_filter=job_filter)
+    launched = 0
     for candidate in candidates:
+        if max_launches is not None and launched >= max_launches:
+            outcomes.append(
+                Outcome(candidate.run_id, candidate.reason, "deferred", "launch limit reached")
+            )
+            continue
         try:
             outcome = _handle(instance, engine, settings, candidate, decided_by, job_lookup)
+            launched += outcome.action == "launched"
         except Exception as error:  # one bad run must not stop the others' recovery
             log.exception("recovery of run %s failed", candidate.run_id)
             outcome = Outcome(
