@@ -22,6 +22,7 @@ from orbit_pipelines.recovery.settle import mark_failed, terminate_hung
 from orbit_pipelines.store.recoveries import (
     claim_recovery,
     mark_finished,
+    stale_launches,
     unfinished_recoveries,
 )
 
@@ -77,6 +78,46 @@ def record_finished(instance: DagsterInstance, engine: Engine) -> list[Outcome]:
     return done
 
 
+def finish_stale_launches(
+    instance: DagsterInstance,
+    engine: Engine,
+    settings: RecoverySettings,
+    decided_by: str,
+    job_lookup: Callable[[str], JobDefinition | None] | None = None,
+) -> list[Outcome]:
+    """Take over launches whose launcher crashed; ``launch`` reuses the run it may have made."""
+    with engine.connect() as conn:
+        stale = stale_launches(conn, settings.launch_takeover_s)
+    done: list[Outcome] = []
+    for row in stale:
+        try:
+            result = launch(
+                instance,
+                engine,
+                row.parent_run_id,
+                decided_by=decided_by,
+                reason=row.reason,
+                detail=row.detail,
+                attempt=row.attempt,
+                job_def=job_lookup(row.job_name) if job_lookup else None,
+                settings=settings,
+            )
+        except Exception as error:
+            done.append(Outcome(row.parent_run_id, row.reason, "error", f"takeover: {error}"))
+            continue
+        action = "launched" if result.launched else "lost_race"
+        done.append(
+            Outcome(
+                row.parent_run_id,
+                row.reason,
+                action,
+                f"took over a stale launch: {result.message}",
+                result.recovery_run_id,
+            )
+        )
+    return done
+
+
 def run_cycle(
     instance: DagsterInstance,
     engine: Engine,
@@ -95,6 +136,7 @@ def run_cycle(
     """
     log = log or logging.getLogger(__name__)
     outcomes = record_finished(instance, engine)
+    outcomes += finish_stale_launches(instance, engine, settings, decided_by, job_lookup)
     with engine.connect() as conn:
         candidates = detect(instance, conn, settings, job_filter=job_filter)
     launched = 0

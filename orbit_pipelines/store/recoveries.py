@@ -181,6 +181,18 @@ def attempts_used(conn: Connection, root_run_id: str) -> int:
     )
 
 
+def stale_launches(conn: Connection, older_than_s: float) -> list[Recovery]:
+    """'launching' rows older than ``older_than_s``: their launcher crashed mid-launch."""
+    rows = conn.execute(
+        select(recoveries).where(
+            recoveries.c.status == "launching",
+            recoveries.c.detected_at
+            < func.now() - func.make_interval(0, 0, 0, 0, 0, 0, older_than_s),
+        )
+    ).mappings()
+    return [_to_recovery(r) for r in rows]
+
+
 def unfinished_recoveries(conn: Connection) -> list[Recovery]:
     """Rows whose recovery run was launched but whose end is not recorded yet."""
     rows = conn.execute(select(recoveries).where(recoveries.c.status == "launched")).mappings()

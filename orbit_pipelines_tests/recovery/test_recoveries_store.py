@@ -15,6 +15,7 @@ from orbit_pipelines.store.recoveries import (
     mark_finished,
     mark_launched,
     set_auto_recovery,
+    stale_launches,
     take_over,
 )
 
@@ -101,3 +102,17 @@ def test_global_switch(engine: Engine) -> None:
         assert not auto_recovery_enabled(conn)
         set_auto_recovery(conn, True)
         assert auto_recovery_enabled(conn)
+
+
+def test_stale_launches_lists_only_old_launching_rows(engine: Engine) -> None:
+    _claim(engine, "fresh", "a")
+    _claim(engine, "old", "b")
+    _claim(engine, "old-held", "c", status="held")
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "UPDATE orbit.recoveries SET detected_at = now() - interval '10 minutes'"
+                " WHERE parent_run_id IN ('old', 'old-held')"
+            )
+        )
+        assert [r.parent_run_id for r in stale_launches(conn, 120)] == ["old"]
