@@ -34,7 +34,7 @@ PICKLE = "pickle"
 _ORBIT_META_KEY = b"orbit"
 # Rows per Arrow slice when writing Parquet: bounds the Arrow copy of a large frame to one
 # slice instead of the whole frame (the slice also becomes one Parquet row group).
-_ROWS_PER_SLICE_TARGET_BYTES = 16 * 1024 * 1024
+_ROWS_PER_SLICE_TARGET_BYTES = int(__import__("os").environ.get("SLICE_MB", "16")) * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,7 @@ def choose_encoding(value: object, *, allow_pickle: bool) -> Encoding:
 
 
 def decode(fmt: str, payload: bytearray, *, allow_pickle: bool) -> Any:
-    """Turn stored bytes back into the value. ``payload`` may be released by the caller after."""
+    """Turn stored bytes back into the value. May empty ``payload`` to free its memory early."""
     if fmt == JSON:
         return json.loads(payload)
     if fmt == PARQUET:
@@ -156,8 +156,37 @@ def _dtype_fixups(frame: pd.DataFrame) -> dict[str, Any]:
         elif isinstance(dtype, pd.StringDtype):
             na = "nan" if dtype.na_value is not pd.NA else "NA"
             columns[str(position)] = {"kind": "string", "storage": dtype.storage, "na": na}
+        elif isinstance(dtype, pd.CategoricalDtype) and not pd.api.types.is_string_dtype(
+            dtype.categories.dtype
+        ):
+            # Parquet keeps dictionaries of strings only: other categoricals come back as
+            # their plain values, so keep the categories (in order) to rebuild the dtype.
+            categories = dtype.categories.tolist()
+            if _json_problem(categories, "categories") is not None:
+                raise OrbitError(
+                    E2009_UNSTORABLE_OUTPUT,
+                    f"categorical column {frame.columns[position]!r} has "
+                    f"{dtype.categories.dtype} categories, which Parquet cannot keep",
+                    hint="use string or numeric categories, or set allow_pickle: true",
+                )
+            columns[str(position)] = {
+                "kind": "categorical",
+                "categories": categories,
+                "categories_dtype": str(dtype.categories.dtype),
+                "ordered": bool(dtype.ordered),
+            }
     freq = getattr(frame.index, "freqstr", None)
     return {"columns": columns, "index_freq": freq}
+
+
+def _bad_column(frame: pd.DataFrame) -> object:
+    """The first column Arrow cannot convert (for the error message)."""
+    for position, name in enumerate(frame.columns):
+        try:
+            pa.Schema.from_pandas(frame.iloc[:, [position]], preserve_index=False)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+            return name
+    return "(the index)"
 
 
 def _rows_per_slice(frame: pd.DataFrame) -> int:
@@ -174,27 +203,86 @@ def _write_frame(frame: pd.DataFrame, sink: IO[bytes]) -> None:
     # frame, so slices never record their own partial range.
     preserve = None if isinstance(frame.index, pd.RangeIndex) else True
     step = _rows_per_slice(frame)
-    schema = pa.Schema.from_pandas(frame, preserve_index=preserve)
+    try:
+        schema = pa.Schema.from_pandas(frame, preserve_index=preserve)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as error:
+        raise OrbitError(
+            E2009_UNSTORABLE_OUTPUT,
+            f"the DataFrame cannot be stored as Parquet: column {_bad_column(frame)!r}: {error}",
+            hint="give each object column values of one type (e.g. .astype('str')), "
+            "or set allow_pickle: true",
+        ) from None
     fixups = json.dumps(_dtype_fixups(frame)).encode("utf-8")
     schema = schema.with_metadata({**(schema.metadata or {}), _ORBIT_META_KEY: fixups})
     # The schema of the whole frame, so that every slice converts to the same Arrow types
     # (a slice whose object column is all None would otherwise become type null).
+    # pyarrow cannot match a schema to MultiIndex columns; those slices infer their own.
+    slice_schema = None if isinstance(frame.columns, pd.MultiIndex) else schema
     with pq.ParquetWriter(sink, schema, compression="zstd") as writer:
         for start in range(0, max(len(frame), 1), step):
             part = frame.iloc[start : start + step]
-            table = pa.Table.from_pandas(part, schema=schema, preserve_index=preserve)
+            table = pa.Table.from_pandas(part, schema=slice_schema, preserve_index=preserve)
             writer.write_table(table)
             del table, part
 
 
+def _table_to_frame(holder: list[pa.Table]) -> pd.DataFrame:
+    """Convert column by column, dropping each Arrow column once pandas has its copy.
+
+    ``Table.to_pandas(self_destruct=True)`` frees too little in practice (measured: the
+    table and the frame both exist in full at the peak); converting one column at a time
+    and dropping it from the table bounds the overlap to one column. pyarrow rebuilds the
+    index and column names of each piece from the pandas metadata; the stored index
+    columns are converted once, with the first piece. pandas 3 concatenates along the
+    columns without copying the blocks.
+    """
+    # The table comes in a list that we empty: a caller's reference would keep every
+    # column alive until the end.
+    table = holder.pop()
+    pandas_meta = table.schema.pandas_metadata or {}
+    index_columns = [c for c in pandas_meta.get("index_columns", []) if isinstance(c, str)]
+    data_columns = [name for name in table.column_names if name not in index_columns]
+    if not data_columns:
+        return table.to_pandas()
+    pieces: list[pd.DataFrame] = []
+    for name in data_columns:
+        selected = [name, *index_columns] if not pieces else [name]
+        piece_table = table.select(selected)
+        table = table.drop_columns(selected)
+        pieces.append(piece_table.to_pandas(split_blocks=True, self_destruct=True))
+        del piece_table
+    index = pieces[0].index
+    for piece in pieces[1:]:
+        piece.index = index
+    frame = pd.concat(pieces, axis=1)
+    frame.attrs = pieces[0].attrs
+    frame.columns.names = pieces[0].columns.names
+    return frame
+
+
+def _read_table_releasing(payload: bytearray) -> pa.Table:
+    """Decode the Parquet bytes, then empty ``payload`` so its memory is free for pandas.
+
+    Row group by row group, single-threaded and without pre-buffering: each of those
+    would otherwise hold extra copies of compressed pages for the whole file at once.
+    """
+    buffer = pa.py_buffer(payload)
+    parquet = pq.ParquetFile(pa.BufferReader(buffer), pre_buffer=False)
+    groups = [parquet.read_row_group(i, use_threads=False) for i in range(parquet.num_row_groups)]
+    table = pa.concat_tables(groups) if groups else parquet.schema_arrow.empty_table()
+    del parquet, buffer, groups
+    try:
+        payload.clear()
+    except BufferError:
+        pass  # an Arrow array still points into the payload (zero-copy page): keep it
+    return table
+
+
 def _read_frame(payload: bytearray) -> pd.DataFrame:
-    table = pq.read_table(pa.BufferReader(pa.py_buffer(payload)))
-    raw = (table.schema.metadata or {}).get(_ORBIT_META_KEY)
+    schema = pq.read_schema(pa.BufferReader(pa.py_buffer(payload)))
+    raw = (schema.metadata or {}).get(_ORBIT_META_KEY)
     fixups = json.loads(raw) if raw else {"columns": {}, "index_freq": None}
-    # self_destruct frees each Arrow column as soon as pandas owns its copy: the frame and
-    # the Arrow table never both exist in full.
-    frame = table.to_pandas(self_destruct=True, split_blocks=True)
-    del table
+    frame = _table_to_frame([_read_table_releasing(payload)])
     for position, fix in fixups["columns"].items():
         index = int(position)
         column = frame.iloc[:, index]
@@ -206,6 +294,9 @@ def _read_frame(payload: bytearray) -> pd.DataFrame:
             if column.dtype == dtype:
                 continue
             restored = column.astype(dtype)
+        elif fix["kind"] == "categorical" and not isinstance(column.dtype, pd.CategoricalDtype):
+            categories = pd.Index(fix["categories"], dtype=fix["categories_dtype"])
+            restored = column.astype(pd.CategoricalDtype(categories, ordered=fix["ordered"]))
         else:
             continue
         frame.isetitem(index, restored)
