@@ -107,6 +107,14 @@ class RowWork:
         """Deliver row ``index``'s effect to the receiver (no dedup on the receiving side)."""
         self._conn.execute(INSERT_EFFECT, (self.settings.scenario, row_key(index)))
 
+    def was_delivered(self, key: str) -> bool:
+        """Whether the receiver holds the effect ``key`` (what a reconcile call would ask)."""
+        found = self._conn.execute(
+            "SELECT 1 FROM bench.receiver WHERE scenario = %s AND effect_key = %s LIMIT 1",
+            (self.settings.scenario, key),
+        ).fetchone()
+        return found is not None
+
     def maybe_die(self, index: int, point: str) -> None:
         """SIGKILL this process at the configured row and point, on the first attempt only."""
         s = self.settings

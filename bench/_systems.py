@@ -68,6 +68,7 @@ class DagsterSystem(System):
     """(b) One op loops over the rows; re-executed from failure as ``run_retries`` would."""
 
     name = "dagster"
+    script: ClassVar[str] = "_dagster_worker.py"
     crash_and_recovery = (
         "execute_job (multiprocess executor); the step subprocess SIGKILLs itself at the kill "
         "row; the run worker marks the step and run FAILURE; a new process calls execute_job "
@@ -82,36 +83,34 @@ class DagsterSystem(System):
 
     def prepare(self) -> None:
         """Create Dagster's run and event storage tables before anything is timed."""
-        scenario = Scenario("dagster_init", 0, self.db_url, self.workdir)
-        outcome = self._worker(
-            scenario, "_dagster_worker.py", ["init"], may_kill=False, label="init"
-        )
+        scenario = Scenario(f"{self.name}_init", 0, self.db_url, self.workdir)
+        outcome = self._worker(scenario, self.script, ["init"], may_kill=False, label="init")
         if outcome.returncode != 0:
-            raise WorkerFailed("dagster: creating the instance's storage", outcome)
+            raise WorkerFailed(f"{self.name}: creating the instance's storage", outcome)
 
     def run_clean(self, scenario: Scenario) -> float:
         """One execute_job that must succeed."""
-        outcome = self._worker(scenario, "_dagster_worker.py", ["run"], may_kill=False, label="run")
+        outcome = self._worker(scenario, self.script, ["run"], may_kill=False, label="run")
         if outcome.returncode != 0 or outcome.report.get("success") is not True:
-            raise WorkerFailed("dagster: the clean run did not succeed", outcome)
+            raise WorkerFailed(f"{self.name}: the clean run did not succeed", outcome)
         return outcome.wall_s
 
     def run_crash(self, scenario: Scenario) -> float:
         """A run that fails by SIGKILL, then one re-execution from failure."""
-        first = self._worker(scenario, "_dagster_worker.py", ["run"], may_kill=True, label="run")
+        first = self._worker(scenario, self.script, ["run"], may_kill=True, label="run")
         _require_killed(scenario, first)
         parent = first.report.get("run_id")
         if first.returncode != 0 or first.report.get("success") is not False or not parent:
-            raise WorkerFailed("dagster: the killed run did not end as a failed run", first)
+            raise WorkerFailed(f"{self.name}: the killed run did not end as a failed run", first)
         retry = self._worker(
             scenario,
-            "_dagster_worker.py",
+            self.script,
             ["reexecute", str(parent)],
             may_kill=False,
             label="retry",
         )
         if retry.returncode != 0 or retry.report.get("success") is not True:
-            raise WorkerFailed("dagster: the re-execution from failure did not succeed", retry)
+            raise WorkerFailed(f"{self.name}: the re-execution from failure did not succeed", retry)
         return first.wall_s + retry.wall_s
 
 

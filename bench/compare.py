@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import tempfile
@@ -29,6 +30,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _harness import Scenario, admin_url, create_receiver, fresh_databases, tally
+from _orbit_system import OrbitSystem, orbit_unavailable
 from _row_work import AFTER_EFFECT, BEFORE_EFFECT
 from _systems import DagsterSystem, DbosSystem, System
 
@@ -49,8 +51,6 @@ COLUMNS = (
 
 def system_classes() -> dict[str, type[System] | str]:
     """Each system's driver, or why it cannot run here."""
-    from _orbit_system import OrbitSystem, orbit_unavailable
-
     missing = orbit_unavailable()
     return {
         "orbit": missing if missing else OrbitSystem,
@@ -62,6 +62,8 @@ def system_classes() -> dict[str, type[System] | str]:
 def measure(system: System, rows: int, kill_at: int, kill_point: str) -> dict[str, Any]:
     """Run the clean and the crash scenario of one system; return its JSON line."""
     system.prepare()
+    # The machine is shared: the load when a system starts says how far to trust its times.
+    load_before = os.getloadavg()[0]
     clean = Scenario(f"{system.name}_clean", rows, system.db_url, system.workdir)
     crash = Scenario(
         f"{system.name}_kill",
@@ -89,6 +91,7 @@ def measure(system: System, rows: int, kill_at: int, kill_point: str) -> dict[st
         "clean_run_duplicate_effects": clean_tally.duplicate_effects,
         "kill_at_row": kill_at,
         "kill_point": kill_point,
+        "load_avg_1m_before": round(load_before, 2),
         "crash_and_recovery": system.crash_and_recovery,
     }
 
@@ -150,6 +153,16 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default=",".join(ALL_SYSTEMS),
         help="comma-separated subset of orbit,dagster,dbos",
     )
+    parser.add_argument(
+        "--orbit-receiver",
+        choices=("transactional", "unsafe"),
+        default="transactional",
+        help="how orbit delivers the effect: in its batch transaction (the receiver is in the "
+        "same database; default) or as an outside call with intent + reconcile",
+    )
+    parser.add_argument(
+        "--orbit-batch-size", type=int, default=1000, help="orbit's rows per commit (1000)"
+    )
     parser.add_argument("--markdown", action="store_true", help="print the table on stdout too")
     parser.add_argument("--workdir", type=Path, default=None, help="keep worker logs here")
     args = parser.parse_args(argv)
@@ -181,9 +194,14 @@ def run(args: argparse.Namespace, workdir: Path) -> list[dict[str, Any]]:
             else:
                 system_dir = workdir / name
                 system_dir.mkdir(parents=True, exist_ok=True)
-                result = measure(
-                    cls(children, system_dir, urls), args.rows, args.kill_at, args.kill_point
-                )
+                system = cls(children, system_dir, urls)
+                if isinstance(system, OrbitSystem):
+                    system.receiver = args.orbit_receiver
+                    system.batch_size = args.orbit_batch_size
+                result = measure(system, args.rows, args.kill_at, args.kill_point)
+                if isinstance(system, OrbitSystem):
+                    result["orbit_receiver"] = system.receiver
+                    result["orbit_batch_size"] = system.batch_size
             results.append(result)
             print(json.dumps(result), flush=True)
     return results
