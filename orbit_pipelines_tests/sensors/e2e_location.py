@@ -23,6 +23,7 @@ from sqlalchemy import text
 
 from orbit_pipelines.dagster_io.resources import OrbitStore
 from orbit_pipelines.errors import OrbitError, lookup
+from orbit_pipelines.execution import ExecutorOptions, RowContext, RowExecutor, RunScope
 from orbit_pipelines.sensors.recovery_sensor import make_recovery_sensor
 from orbit_pipelines.store.heartbeats import write_heartbeat
 
@@ -146,6 +147,40 @@ def process_rows(
     return progress["rows"]
 
 
+@op
+def process_ledger(
+    context: OpExecutionContext, config: RowsConfig, orbit_store: OrbitStore, ready: int
+) -> int:
+    """The same rows through the real row executor: its ledger decides what is done, its
+    transactional ``once`` makes each row's effect commit with the row's status."""
+    root = _root(context)
+    _record_step(context, orbit_store)
+    scope = RunScope(root_run_id=root, run_id=context.run_id, step_key=context.op_handle.name)
+
+    def handle(row: dict[str, int], ctx: RowContext) -> None:
+        time.sleep(config.row_sleep_s)
+        ctx.once(
+            f"effect-{row['id']}",
+            lambda conn: conn.execute(
+                "INSERT INTO public.e2e_effects (root_run_id, row_no, run_id) VALUES (%s, %s, %s)",
+                (root, row["id"], context.run_id),
+            ),
+            receiver="transactional",
+        )
+
+    options = ExecutorOptions(batch_size=1, heartbeat_every_s=0.5)
+    with RowExecutor(orbit_store.engine, scope, options) as executor:
+        summary = executor.run([{"id": n} for n in range(config.rows)], key="id", handler=handle)
+    context.log.info(f"done {summary.done}, skipped {summary.skipped_already_done}")
+    return summary.done
+
+
+@job(executor_def=in_process_executor)
+def ledger_job() -> None:
+    """prepare -> process_ledger (orbit's row executor)."""
+    process_ledger(prepare())
+
+
 @job(executor_def=in_process_executor, tags={"orbit/e2e": "true"})
 def rows_job() -> None:
     """prepare -> process_rows; the run worker is the step process (in-process executor)."""
@@ -159,7 +194,7 @@ def manual_rows_job() -> None:
 
 
 defs = Definitions(
-    jobs=[rows_job, manual_rows_job],
+    jobs=[rows_job, manual_rows_job, ledger_job],
     sensors=[make_recovery_sensor()],
     resources={"orbit_store": OrbitStore(postgres_url=EnvVar("ORBIT_POSTGRES_URL"))},
 )

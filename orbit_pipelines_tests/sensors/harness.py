@@ -80,10 +80,10 @@ class Harness:
         )
         return self.daemon
 
-    def launch(self, job_name: str, config: dict[str, object]) -> str:
+    def launch(self, job_name: str, config: dict[str, object], op: str = "process_rows") -> str:
         """Submit a run through Dagster's queue (as the UI would); returns its id."""
         before = set(self.instance.get_run_ids(RunsFilter(job_name=job_name)))
-        run_config = {"ops": {"process_rows": {"config": config}}}
+        run_config = {"ops": {op: {"config": config}}}
         subprocess.run(
             [
                 str(BIN / "dagster"),
@@ -111,13 +111,15 @@ class Harness:
         assert len(new) == 1, new
         return new.pop()
 
-    def wait_rows(self, run_id: str, rows: int, timeout_s: float = 90) -> tuple[str, int]:
-        """Wait until process_rows of ``run_id`` beat with >= ``rows`` done; (host, pid)."""
+    def wait_rows(
+        self, run_id: str, rows: int, timeout_s: float = 90, step: str = "process_rows"
+    ) -> tuple[str, int]:
+        """Wait until ``step`` of ``run_id`` beat with >= ``rows`` done; (host, pid)."""
 
         def ready() -> tuple[str, int] | None:
             with self.engine.connect() as conn:
                 for beat in heartbeats_for_runs(conn, [run_id]):
-                    if beat.step_key == "process_rows" and beat.rows_done >= rows:
+                    if beat.step_key == step and beat.rows_done >= rows:
                         return beat.host, beat.pid
             return None
 

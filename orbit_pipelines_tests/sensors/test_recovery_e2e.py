@@ -227,3 +227,40 @@ def test_racing_recoveries_launch_once_and_tag_switch_stops_the_sensor(harness: 
     assert all("already has a recovery" in r.message for r in results if not r.launched)
     assert len(harness.children_of(run_id)) == 1
     assert _assert_recovered_once(harness, run_id) == winner.recovery_run_id
+
+
+@pytest.mark.e2e
+def test_sigkilled_worker_resumes_from_the_row_executor_ledger(harness: Harness) -> None:
+    harness.start_daemon()
+    config = {"rows": ROWS, "row_sleep_s": 0.2}
+    run_id = harness.launch("ledger_job", config, op="process_ledger")
+    _host, pid = harness.wait_rows(run_id, 5, step="process_ledger")
+    os.kill(pid, signal.SIGKILL)
+    child = harness.wait_child(run_id)
+    child = harness.wait_status(child.run_id, ENDED)
+    assert child.status == DagsterRunStatus.SUCCESS, child.status
+    assert child.step_keys_to_execute == ["process_ledger"]
+    assert [s for _, s in harness.step_runs(run_id)].count("prepare") == 1
+    assert harness.effects_per_row(run_id) == dict.fromkeys(range(ROWS), 1)
+    with harness.engine.connect() as conn:
+        statuses = dict(
+            conn.execute(
+                text(
+                    "SELECT status, count(*) FROM orbit.step_rows"
+                    " WHERE root_run_id = :g AND step_key = 'process_ledger' GROUP BY status"
+                ),
+                {"g": run_id},
+            ).all()
+        )
+        by_run = dict(
+            conn.execute(
+                text(
+                    "SELECT run_id, count(*) FROM public.e2e_effects WHERE root_run_id = :g"
+                    " GROUP BY run_id"
+                ),
+                {"g": run_id},
+            ).all()
+        )
+    assert statuses == {"done": ROWS}
+    # Rows done before the kill were skipped by the ledger, not redone.
+    assert by_run[run_id] >= 5 and by_run[run_id] + by_run[child.run_id] == ROWS
