@@ -1,14 +1,19 @@
-"""`orbit db upgrade` and `orbit db check`."""
+"""`orbit db upgrade`, `orbit db check` and `orbit db prune`."""
 
 from __future__ import annotations
 
 import argparse
+import os
+import re
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from orbit_pipelines.cli.output import EXIT_FAILURE, EXIT_OK, print_json
+from orbit_pipelines.errors import E2008_BAD_CONFIG, OrbitError
 from orbit_pipelines.store.engine import check_connection, create_store_engine
 from orbit_pipelines.store.migrations import status, upgrade
-from orbit_pipelines.store.urls import mask_url, resolve_url
+from orbit_pipelines.store.urls import mask_url, orbit_home, resolve_url
 
 
 def register(subparsers: Any) -> None:
@@ -23,6 +28,27 @@ def register(subparsers: Any) -> None:
     check = db_sub.add_parser("check", help="exit 1 unless the schema is current (changes nothing)")
     check.add_argument("--json", action="store_true", help="print a JSON object")
     check.set_defaults(handler=cmd_check)
+
+    prune = db_sub.add_parser(
+        "prune",
+        help="delete stored step outputs of finished run groups (never of recoverable ones)",
+    )
+    prune.add_argument(
+        "--older-than",
+        required=True,
+        type=parse_age,
+        metavar="AGE",
+        help="only groups finished longer ago than this: 30d, 12h, 45m, 0s",
+    )
+    prune.add_argument("--dry-run", action="store_true", help="report, delete nothing")
+    prune.add_argument(
+        "--include-orphans",
+        action="store_true",
+        help="also groups none of whose runs Dagster knows (runs deleted, or another "
+        "DAGSTER_HOME: check before using)",
+    )
+    prune.add_argument("--json", action="store_true", help="print a JSON object")
+    prune.set_defaults(handler=cmd_prune)
 
 
 def cmd_upgrade(args: argparse.Namespace) -> int:
@@ -64,3 +90,96 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"database: {mask_url(url)}")
         print(state.describe())
     return EXIT_OK if state.is_current else EXIT_FAILURE
+
+
+_AGE = re.compile(r"^(\d+)([smhd])$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_age(text: str) -> timedelta:
+    """``30d`` / ``12h`` / ``45m`` / ``0s`` as a timedelta (argparse type)."""
+    match = _AGE.match(text.strip())
+    if match is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an age like 30d, 12h, 45m or 0s")
+    return timedelta(seconds=int(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    """Delete (or with --dry-run, list) the outputs of run groups no re-execution can need."""
+    from orbit_pipelines.dagster_io.retention import decide, prunable_roots
+    from orbit_pipelines.store.step_outputs import prune_groups
+
+    url = resolve_url()
+    engine = create_store_engine(url)
+    check_connection(engine)
+    cutoff = datetime.now(UTC) - args.older_than
+    decisions = decide(_dagster_instance(url), engine, cutoff, include_orphans=args.include_orphans)
+    roots = prunable_roots(decisions)
+    if args.dry_run:
+        outputs = sum(d.usage.outputs for d in decisions if d.prune)
+        size = sum(d.usage.size_bytes for d in decisions if d.prune)
+    else:
+        with engine.begin() as conn:
+            outputs, size = prune_groups(conn, roots)
+    engine.dispose()
+    kept: dict[str, int] = {}
+    for decision in decisions:
+        if not decision.prune:
+            kept[decision.verdict] = kept.get(decision.verdict, 0) + 1
+    if args.json:
+        print_json(
+            {
+                "database": mask_url(url),
+                "dry_run": args.dry_run,
+                "cutoff": cutoff.isoformat(),
+                "groups_pruned": len(roots),
+                "outputs_deleted": outputs,
+                "bytes_freed": size,
+                "groups_kept": kept,
+                "groups": [
+                    {
+                        "root_run_id": d.usage.root_run_id,
+                        "verdict": d.verdict,
+                        "reason": d.reason,
+                        "outputs": d.usage.outputs,
+                        "bytes": d.usage.size_bytes,
+                    }
+                    for d in decisions
+                ],
+            }
+        )
+        return EXIT_OK
+    print(f"database: {mask_url(url)}")
+    for decision in decisions:
+        action = ("would delete" if args.dry_run else "deleted") if decision.prune else "kept"
+        print(
+            f"{action} {decision.usage.root_run_id}: {decision.usage.outputs} outputs, "
+            f"{decision.usage.size_bytes} bytes ({decision.reason})"
+        )
+    verb = "would delete" if args.dry_run else "deleted"
+    kept_text = ", ".join(f"{n} {why}" for why, n in sorted(kept.items())) or "none"
+    print(
+        f"{verb} {outputs} outputs of {len(roots)} run groups, {size} bytes "
+        f"(space returns to the OS after VACUUM); kept groups: {kept_text}"
+    )
+    return EXIT_OK
+
+
+def _dagster_instance(url: str) -> Any:
+    """The Dagster instance whose run statuses decide (DAGSTER_HOME, else `orbit dev`'s)."""
+    from dagster import DagsterInstance
+
+    from orbit_pipelines.dagster_io.dagster_home import dagster_env
+
+    home_text = os.environ.get("DAGSTER_HOME")
+    home = Path(home_text) if home_text else orbit_home() / "dagster_home"
+    if not (home / "dagster.yaml").is_file():
+        raise OrbitError(
+            E2008_BAD_CONFIG,
+            f"no Dagster instance at {home}: prune needs run statuses to know which run "
+            "groups are finished",
+            hint="set DAGSTER_HOME to the home your Dagster webserver and daemon use",
+        )
+    # dagster.yaml reads the database from the environment, in psycopg2 form.
+    os.environ.update(dagster_env(home, url, base={}))
+    return DagsterInstance.from_config(str(home))

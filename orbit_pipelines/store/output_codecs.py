@@ -286,6 +286,7 @@ def _read_frame(payload: bytearray) -> pd.DataFrame:
     for position, fix in fixups["columns"].items():
         index = int(position)
         column = frame.iloc[:, index]
+        restored: Any
         if fix["kind"] == "object" and column.dtype != object:
             restored = column.astype(object).where(column.notna(), None)
         elif fix["kind"] == "string":
