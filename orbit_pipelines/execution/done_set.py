@@ -7,23 +7,50 @@ import numpy as np
 HASH_DTYPE = np.dtype("S16")
 
 
+def _halves(hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    # Integer compares are far faster than numpy's fixed-width byte-string compares.
+    words = np.frombuffer(hashes.tobytes(), dtype=">u8").reshape(-1, 2)
+    return words[:, 0].astype(np.uint64), words[:, 1].astype(np.uint64)
+
+
 class DoneSet:
-    """Membership of row-key hashes in a sorted ``S16`` array (binary search, no Python set).
+    """Membership of row-key hashes: a binary search over the first 8 bytes, confirmed on
+    the last 8 (one 16 MB pair of arrays for a million rows, no Python set).
 
     Loaded once when a step starts; rows finished during this run are not added, because
     the executor never meets the same key twice in one pass.
     """
 
-    def __init__(self, sorted_hashes: np.ndarray) -> None:
-        self._hashes = sorted_hashes
+    def __init__(self, hashes: np.ndarray) -> None:
+        hi, lo = _halves(hashes)
+        order = np.argsort(hi, kind="stable")
+        self._n = int(hi.shape[0])
+        self._hi = hi[order]
+        self._lo = lo[order]
 
     def __len__(self) -> int:
-        return int(self._hashes.shape[0])
+        return self._n
 
     def contains(self, hashes: np.ndarray) -> np.ndarray:
         """A bool array: which of ``hashes`` (dtype ``S16``) are done."""
-        if self._hashes.shape[0] == 0:
-            return np.zeros(hashes.shape[0], dtype=bool)
-        pos = np.searchsorted(self._hashes, hashes)
-        pos[pos == self._hashes.shape[0]] = 0
-        return self._hashes[pos] == hashes
+        found = np.zeros(hashes.shape[0], dtype=bool)
+        if self._n == 0 or hashes.shape[0] == 0:
+            return found
+        q_hi, q_lo = _halves(hashes)
+        # Sorted needles walk the big array in one direction: far fewer cache misses.
+        order = np.argsort(q_hi)
+        s_hi = q_hi[order]
+        pos = np.searchsorted(self._hi, s_hi)
+        at = np.minimum(pos, self._n - 1)
+        same_hi = self._hi[at] == s_hi
+        hit = same_hi & (self._lo[at] == q_lo[order])
+        # Several done hashes sharing their first 8 bytes (vanishingly rare): walk the run.
+        for k in np.flatnonzero(same_hi & ~hit):
+            j = int(pos[k])
+            while j < self._n and self._hi[j] == s_hi[k]:
+                if self._lo[j] == q_lo[order[k]]:
+                    hit[k] = True
+                    break
+                j += 1
+        found[order] = hit
+        return found

@@ -176,6 +176,8 @@ class EffectGuard:
         self, effect_key: str, fn: Callable[[psycopg.Connection], Any], row_key: str | None
     ) -> Any:
         # A savepoint: if fn fails, its writes and the ledger row go, the batch stays usable.
+        # The claim records 'succeeded' up front: inside the savepoint it only survives if
+        # fn does, which saves a round trip per effect on the hot path.
         with self._tx.transaction():
             record = self._claim(self._tx, effect_key, "transactional", row_key, "succeeded")
             if record is not None and record.status == "succeeded":
@@ -185,5 +187,8 @@ class EffectGuard:
                     self._tx, effect_key=effect_key, status="succeeded", run_id=self._run_id
                 )
             result = fn(self._tx)
-            effect_ledger.finish(self._tx, effect_key=effect_key, status="succeeded", result=result)
+            if result is not None:
+                effect_ledger.finish(
+                    self._tx, effect_key=effect_key, status="succeeded", result=result
+                )
             return result

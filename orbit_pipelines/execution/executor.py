@@ -213,13 +213,14 @@ class RowExecutor:
             keys = [str(key_of(r)) for r in chunk]
             digests = [blake2b(k.encode(), digest_size=16).digest() for k in keys]
             is_done = done_set.contains(np.frombuffer(b"".join(digests), dtype=HASH_DTYPE))
+            pending = np.flatnonzero(~is_done).tolist()
+            summary.skipped_already_done += len(chunk) - len(pending)
             unique = len(set(digests)) == len(digests)
             in_chunk: set[bytes] = set()
             out = _Outcomes()
-            for i, row in enumerate(chunk):
-                if is_done[i]:
-                    summary.skipped_already_done += 1
-                    continue
+            i = -1
+            for i in pending:
+                row = chunk[i]
                 digest = digests[i]
                 if not unique:
                     if digest in in_chunk:
@@ -272,7 +273,7 @@ class RowExecutor:
                         out.add(digest, row_key, "failed", None, code, message)
                         stop = StepFailed(code, f"row {row_key}: {message}", summary)
                         break
-            seen += len(chunk) if stop is None else i + 1
+            seen += len(chunk) if stop is None else i + 1  # rows after the stop never ran
             if out.key_hashes:
                 self._commit(out, summary)
             reporter.maybe_report(seen, summary)

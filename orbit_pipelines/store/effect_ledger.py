@@ -97,12 +97,18 @@ def finish(
             {
                 "effect_key": effect_key,
                 "status": status,
-                "result": None if result is None else json.dumps(result),
+                "result": None if result is None else json.dumps(result, default=_not_recorded),
                 "error_code": error_code,
                 "error_message": error_message,
                 "resolved_by": resolved_by,
             },
         )
+
+
+def _not_recorded(value: object) -> None:
+    # A result that is not JSON (a cursor an effect returned by accident) is recorded as
+    # null rather than failing an effect that already happened.
+    return None
 
 
 @dataclass(frozen=True)

@@ -17,13 +17,6 @@ from sqlalchemy import Connection, func, select
 from orbit_pipelines.store.named_sql import load_sql
 from orbit_pipelines.store.tables import step_rows
 
-# COPY ... (FORMAT binary) framing: an 11-byte signature, 4 bytes of flags, 4 bytes of
-# header-extension length, then per tuple a 2-byte field count, a 4-byte length and the
-# 16 uuid bytes; a 2-byte -1 ends the stream.
-_COPY_HEADER = 19
-_COPY_TRAILER = 2
-_UUID_TUPLE = np.dtype([("fields", ">i2"), ("length", ">i4"), ("hash", "S16")])
-
 HASH_DTYPE = np.dtype("S16")
 
 
@@ -52,22 +45,16 @@ class TokenOutcomes:
 
 
 def load_done_hashes(conn: psycopg.Connection, root_run_id: str, step_key: str) -> np.ndarray:
-    """Sorted 16-byte hashes (dtype ``S16``) of rows that are done or quarantined.
+    """16-byte hashes (dtype ``S16``, in no particular order) of rows done or quarantined.
 
-    One COPY, parsed with ``np.frombuffer``: a million hashes are one 16 MB array, not a
-    million Python objects. ``uuid`` sorts by its bytes, so the array is already sorted.
+    One bytea value, read with ``np.frombuffer``: a million hashes are one 16 MB array,
+    not a million Python objects.
     """
-    buf = bytearray()
-    with conn.cursor() as cur:
-        params = {"root_run_id": root_run_id, "step_key": step_key}
-        with cur.copy(load_sql("row_done_hashes"), params) as copy:
-            for chunk in copy:
-                buf += chunk
-    count = (len(buf) - _COPY_HEADER - _COPY_TRAILER) // _UUID_TUPLE.itemsize
-    if count <= 0:
-        return np.empty(0, dtype=HASH_DTYPE)
-    tuples = np.frombuffer(buf, dtype=_UUID_TUPLE, count=count, offset=_COPY_HEADER)
-    return np.ascontiguousarray(tuples["hash"])
+    with conn.cursor(binary=True) as cur:
+        cur.execute(load_sql("row_done_hashes"), {"root_run_id": root_run_id, "step_key": step_key})
+        row = cur.fetchone()
+    data = bytes(row[0]) if row and row[0] else b""
+    return np.frombuffer(data, dtype=HASH_DTYPE)
 
 
 def load_attempted_hashes(conn: psycopg.Connection, root_run_id: str, step_key: str) -> set[bytes]:
