@@ -51,6 +51,9 @@ E1004_DUPLICATE_KEY = _register("E-1004", "duplicate row key in input", retryabl
 E1005_EMPTY_INPUT = _register("E-1005", "input is empty", retryable=False)
 E1006_ENCODING = _register("E-1006", "input is not valid UTF-8", retryable=False)
 E1007_FIELD_TOO_LARGE = _register("E-1007", "input field exceeds the size limit", retryable=False)
+E1010_UNKNOWN_RUN = _register("E-1010", "no such run", retryable=False)
+E1011_NOT_INTERRUPTED = _register("E-1011", "run is not interrupted", retryable=False)
+E1012_NOT_CONFIRMED = _register("E-1012", "action needs confirmation", retryable=False)
 
 # E-2xxx configuration
 E2001_DB_UNREACHABLE = _register("E-2001", "cannot reach Postgres", retryable=True)

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from dagster import DagsterInstance
 from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 
-from orbit_pipelines.dagster_io.dagster_home import dagster_env, prepare_dagster_home
+from orbit_pipelines.dagster_io.dagster_home import (
+    dagster_env,
+    dagster_instance,
+    prepare_dagster_home,
+)
 from orbit_pipelines.store.engine import create_store_engine
 from orbit_pipelines.store.migrations import upgrade
 from orbit_pipelines_tests.postgres import create_database, drop_database, test_server
@@ -42,18 +44,8 @@ def orbit_template(pg_admin_url: str, tmp_path_factory: pytest.TempPathFactory) 
 
 def _create_dagster_schema(url: str, home: Path) -> None:
     """Let Dagster create its run/event/schedule tables in the template database."""
-    prepare_dagster_home(home)
-    env = dagster_env(home, url, base={})
-    saved = {key: os.environ.get(key) for key in env}
-    os.environ.update(env)  # dagster.yaml reads the URL from the environment
-    try:
-        DagsterInstance.from_config(str(home)).dispose()
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    with dagster_instance(prepare_dagster_home(home), url):
+        pass
 
 
 @pytest.fixture

@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
+
+from dagster import DagsterInstance
 
 from orbit_pipelines.store.urls import POSTGRES_URL_ENV, dagster_storage_url
 
@@ -36,3 +40,25 @@ def dagster_env(
     env["DAGSTER_HOME"] = str(home)
     env[POSTGRES_URL_ENV] = dagster_storage_url(postgres_url)
     return env
+
+
+@contextmanager
+def dagster_instance(home: Path, postgres_url: str) -> Iterator[DagsterInstance]:
+    """A DagsterInstance on ``home`` and ``postgres_url``, for code that is not itself a
+    Dagster process (the demo, test fixtures). dagster.yaml reads the storage URL from the
+    environment, so it is set while the instance is created and restored afterwards."""
+    env = dagster_env(home, postgres_url, base={})
+    saved = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
+    try:
+        instance = DagsterInstance.from_config(str(home))
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    try:
+        yield instance
+    finally:
+        instance.dispose()

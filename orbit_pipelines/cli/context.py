@@ -1,0 +1,50 @@
+"""What every run command needs: the orbit store and the Dagster instance on the same database."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from dagster import DagsterInstance
+from sqlalchemy import Engine
+
+from orbit_pipelines.dagster_io.dagster_home import prepare_dagster_home
+from orbit_pipelines.recovery.settings import RecoverySettings
+from orbit_pipelines.store.engine import connect_store
+from orbit_pipelines.store.urls import (
+    POSTGRES_URL_ENV,
+    dagster_storage_url,
+    orbit_home,
+    resolve_url,
+)
+
+
+@dataclass
+class RunContext:
+    """An open store engine, the Dagster instance and the recovery settings in force."""
+
+    url: str
+    engine: Engine
+    instance: DagsterInstance
+    settings: RecoverySettings
+
+    def close(self) -> None:
+        """Release connections."""
+        self.engine.dispose()
+        self.instance.dispose()
+
+
+def open_run_context() -> RunContext:
+    """Connect (one clear error if the database is down), then load the Dagster instance.
+
+    Without ``DAGSTER_HOME`` the CLI uses the one ``orbit dev`` prepares, so both see the
+    same runs.
+    """
+    url = resolve_url()
+    engine = connect_store(url)
+    if not os.environ.get("DAGSTER_HOME"):
+        os.environ["DAGSTER_HOME"] = str(prepare_dagster_home(orbit_home() / "dagster_home"))
+    # Dagster's storage reads the URL from the environment (dagster.yaml); give it psycopg2's.
+    os.environ[POSTGRES_URL_ENV] = dagster_storage_url(url)
+    instance = DagsterInstance.get()
+    return RunContext(url, engine, instance, RecoverySettings.from_env())

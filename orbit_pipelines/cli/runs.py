@@ -1,0 +1,313 @@
+"""Run-group commands: check-interrupted, status, resume, restart, cancel, recover, effects.
+
+Each command opens the store and the Dagster instance, calls ``orbit_pipelines.recovery``
+(the same functions the sensor uses) and prints. Exit codes: 0 ok, 1 something needs a
+person, 2 usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from dagster import DagsterRun, DagsterRunStatus
+
+from orbit_pipelines.cli.context import RunContext, open_run_context
+from orbit_pipelines.cli.output import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, print_json
+from orbit_pipelines.cli.render import interrupted_text, overview_json, status_text
+from orbit_pipelines.errors import (
+    E1010_UNKNOWN_RUN,
+    E1011_NOT_INTERRUPTED,
+    E1012_NOT_CONFIRMED,
+    OrbitError,
+)
+from orbit_pipelines.recovery.cycle import run_cycle
+from orbit_pipelines.recovery.detect import detect
+from orbit_pipelines.recovery.launch import launch
+from orbit_pipelines.recovery.manual import cancel_group, restart_group
+from orbit_pipelines.recovery.overview import group_overview, interrupted_groups
+from orbit_pipelines.recovery.settle import mark_failed, terminate_hung
+from orbit_pipelines.store.effect_ledger import effects_in_doubt, resolve_effect
+from orbit_pipelines.store.recoveries import set_group_control
+
+
+def register(subparsers: Any) -> None:
+    """Add the run-group commands."""
+    check = subparsers.add_parser(
+        "check-interrupted", help="run groups that are dead, hung, failed or held"
+    )
+    check.add_argument("--json", action="store_true", help="print JSON")
+    check.set_defaults(handler=cmd_check_interrupted)
+
+    status = subparsers.add_parser("status", help="one run group: steps, rows, recoveries")
+    status.add_argument("run_id", help="any run of the group")
+    status.add_argument("--json", action="store_true", help="print JSON")
+    status.set_defaults(handler=cmd_status)
+
+    resume = subparsers.add_parser("resume", help="re-execute from failure now")
+    resume.add_argument("run_id")
+    resume.set_defaults(handler=cmd_resume)
+
+    restart = subparsers.add_parser("restart", help="start the job over from scratch")
+    restart.add_argument("run_id")
+    restart.add_argument("--yes", action="store_true", help="confirm without asking")
+    restart.set_defaults(handler=cmd_restart)
+
+    cancel = subparsers.add_parser("cancel", help="stop a run and abandon its group")
+    cancel.add_argument("run_id")
+    cancel.set_defaults(handler=cmd_cancel)
+
+    recover = subparsers.add_parser("recover", help="the sensor's decision, for every group, now")
+    recover.add_argument(
+        "--auto-resume", action="store_true", help="act (without it, only show the plan)"
+    )
+    recover.add_argument("--max", type=int, default=None, help="launch at most N recoveries")
+    recover.add_argument("--json", action="store_true", help="print JSON")
+    recover.set_defaults(handler=cmd_recover)
+
+    effects = subparsers.add_parser(
+        "effects",
+        help="`effects RUN_ID`: in-doubt effects; `effects resolve KEY --succeeded|--failed`",
+    )
+    effects.add_argument("words", nargs="+", metavar="RUN_ID | resolve KEY")
+    outcome = effects.add_mutually_exclusive_group()
+    outcome.add_argument("--succeeded", action="store_true", help="the effect did happen")
+    outcome.add_argument("--failed", action="store_true", help="the effect did not happen")
+    effects.add_argument("--json", action="store_true", help="print JSON")
+    effects.set_defaults(handler=cmd_effects)
+
+
+def _with_context(args: argparse.Namespace, body: Any) -> int:
+    ctx = open_run_context()
+    try:
+        code: int = body(ctx, args)
+        return code
+    finally:
+        ctx.close()
+
+
+def _latest_run(ctx: RunContext, run_id: str) -> tuple[str, DagsterRun, DagsterRun]:
+    """(root id, root run, latest run) of the group ``run_id`` belongs to."""
+    if ctx.instance.get_run_by_id(run_id) is None:
+        raise OrbitError(
+            E1010_UNKNOWN_RUN,
+            f"no run with id {run_id}",
+            hint="`orbit check-interrupted` lists the runs that need attention",
+        )
+    overview = group_overview(ctx.instance, ctx.engine, run_id, ctx.settings)
+    root = ctx.instance.get_run_by_id(overview.root_run_id)
+    latest = ctx.instance.get_run_by_id(overview.latest_run_id)
+    assert root is not None and latest is not None
+    return overview.root_run_id, root, latest
+
+
+def cmd_check_interrupted(args: argparse.Namespace) -> int:
+    """List interrupted groups and what recovery will do; exit 1 if one needs a person."""
+
+    def body(ctx: RunContext, args: argparse.Namespace) -> int:
+        groups = interrupted_groups(ctx.instance, ctx.engine, ctx.settings)
+        if args.json:
+            print_json({"interrupted": [overview_json(g) for g in groups]})
+        elif not groups:
+            print("No interrupted runs.")
+        else:
+            print("\n\n".join(interrupted_text(g) for g in groups))
+        return EXIT_FAILURE if any(g.needs_person for g in groups) else EXIT_OK
+
+    return _with_context(args, body)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """One group in detail."""
+
+    def body(ctx: RunContext, args: argparse.Namespace) -> int:
+        if ctx.instance.get_run_by_id(args.run_id) is None:
+            raise OrbitError(E1010_UNKNOWN_RUN, f"no run with id {args.run_id}")
+        candidates = {c.run_id: c for c in _candidates(ctx)}
+        overview = group_overview(ctx.instance, ctx.engine, args.run_id, ctx.settings)
+        if overview.latest_run_id in candidates:
+            overview = group_overview(
+                ctx.instance,
+                ctx.engine,
+                args.run_id,
+                ctx.settings,
+                candidate=candidates[overview.latest_run_id],
+            )
+        if args.json:
+            print_json(overview_json(overview))
+        else:
+            print(status_text(overview))
+        return EXIT_FAILURE if overview.needs_person else EXIT_OK
+
+    return _with_context(args, body)
+
+
+def _candidates(ctx: RunContext) -> list[Any]:
+    with ctx.engine.connect() as conn:
+        return detect(ctx.instance, conn, ctx.settings)
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    """Re-execute the group's latest failed run from failure, through the sensor's launch."""
+
+    def body(ctx: RunContext, args: argparse.Namespace) -> int:
+        root_id, _root, latest = _latest_run(ctx, args.run_id)
+        if latest.status in (DagsterRunStatus.STARTED, DagsterRunStatus.STARTING):
+            stuck = {c.run_id: c for c in _candidates(ctx)}.get(latest.run_id)
+            if stuck is None:
+                raise OrbitError(
+                    E1011_NOT_INTERRUPTED,
+                    f"run {latest.run_id} is running and alive; nothing to resume",
+                    hint=f"`orbit status {latest.run_id}` shows its progress",
+                )
+            if stuck.reason == "hung":
+                terminate_hung(ctx.instance, stuck, ctx.settings)
+            mark_failed(ctx.instance, latest.run_id, stuck.reason, stuck.detail)
+        elif latest.status not in (DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED):
+            raise OrbitError(
+                E1011_NOT_INTERRUPTED,
+                f"run group {root_id} is {latest.status.value}; nothing to resume",
+            )
+        with ctx.engine.begin() as conn:
+            # A person resuming overrides an earlier `orbit cancel` of this group.
+            set_group_control(conn, root_id, abandoned=False)
+        result = launch(
+            ctx.instance,
+            ctx.engine,
+            latest.run_id,
+            decided_by="cli",
+            reason="manual",
+            detail="orbit resume",
+            settings=ctx.settings,
+            release_held=True,
+        )
+        print(result.message)
+        if result.recovery_run_id:
+            print(f"follow it: orbit status {result.recovery_run_id}")
+        return EXIT_OK
+
+    return _with_context(args, body)
+
+
+def cmd_restart(args: argparse.Namespace) -> int:
+    """Start over, after saying what would happen again; needs --yes or a typed confirmation."""
+
+    def body(ctx: RunContext, args: argparse.Namespace) -> int:
+        root_id, root, latest = _latest_run(ctx, args.run_id)
+        overview = group_overview(ctx.instance, ctx.engine, root_id, ctx.settings)
+        happened = overview.effects.get("succeeded", 0)
+        print(
+            f"Run group {root_id} ('{overview.job_name}'): {overview.rows_done:,} rows done, "
+            f"{happened:,} side effects already happened."
+        )
+        if happened:
+            print(f"Restarting may perform those {happened:,} side effects again.")
+        if latest.status in (DagsterRunStatus.STARTED, DagsterRunStatus.QUEUED):
+            print(f"Run {latest.run_id} is still {latest.status.value}; `orbit cancel` it first.")
+            return EXIT_FAILURE
+        if not args.yes and not _confirmed("restart"):
+            raise OrbitError(
+                E1012_NOT_CONFIRMED,
+                "restart not confirmed; nothing changed",
+                hint=f"run `orbit restart {args.run_id} --yes` to start over",
+            )
+        new_run = restart_group(ctx.instance, ctx.engine, root)
+        print(f"started run {new_run} (a new run group); the old group is abandoned")
+        return EXIT_OK
+
+    return _with_context(args, body)
+
+
+def _confirmed(word: str) -> bool:
+    if not sys.stdin.isatty():
+        return False
+    answer = input(f"Type '{word}' to confirm: ")
+    return answer.strip() == word
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    """Stop the group's latest run and mark the group abandoned."""
+
+    def body(ctx: RunContext, args: argparse.Namespace) -> int:
+        root_id, _root, latest = _latest_run(ctx, args.run_id)
+        result = cancel_group(ctx.instance, ctx.engine, root_id, latest, ctx.settings)
+        print(f"run {result.run_id} was {result.was}: {result.note}")
+        print(f"run group {root_id} abandoned; automatic recovery leaves it alone")
+        return EXIT_OK
+
+    return _with_context(args, body)
+
+
+def cmd_recover(args: argparse.Namespace) -> int:
+    """Make the sensor's decision for every interrupted group now (at most --max launches)."""
+
+    def body(ctx: RunContext, args: argparse.Namespace) -> int:
+        if args.max is not None and args.max < 1:
+            print("error: --max must be at least 1", file=sys.stderr)
+            return EXIT_USAGE
+        if not args.auto_resume:
+            groups = interrupted_groups(ctx.instance, ctx.engine, ctx.settings)
+            for group in groups:
+                print(f"{group.latest_run_id} ({group.job_name}, {group.state}): {group.plan}")
+            print(f"{len(groups)} interrupted; add --auto-resume to act")
+            return EXIT_FAILURE if any(g.needs_person for g in groups) else EXIT_OK
+        outcomes = run_cycle(
+            ctx.instance, ctx.engine, ctx.settings, decided_by="cli", max_launches=args.max
+        )
+        summary = {
+            "detected": sum(1 for o in outcomes if o.action != "finished"),
+            "recovered": sum(1 for o in outcomes if o.action == "launched"),
+            "held": sum(1 for o in outcomes if o.action == "held"),
+            "waiting": sum(1 for o in outcomes if o.action in ("waiting", "deferred")),
+            "failed": sum(1 for o in outcomes if o.action == "error"),
+        }
+        if args.json:
+            print_json({**summary, "decisions": [o.__dict__ for o in outcomes]})
+        else:
+            for outcome in outcomes:
+                print(outcome.line())
+            print(", ".join(f"{k} {v}" for k, v in summary.items()))
+        return EXIT_FAILURE if summary["held"] or summary["failed"] else EXIT_OK
+
+    return _with_context(args, body)
+
+
+def cmd_effects(args: argparse.Namespace) -> int:
+    """List in-doubt effects of a group, or settle one by hand."""
+
+    def body(ctx: RunContext, args: argparse.Namespace) -> int:
+        words: list[str] = args.words
+        if words[0] == "resolve":
+            if len(words) != 2 or not (args.succeeded or args.failed):
+                print("usage: orbit effects resolve KEY --succeeded|--failed", file=sys.stderr)
+                return EXIT_USAGE
+            outcome = "succeeded" if args.succeeded else "failed"
+            with ctx.engine.begin() as conn:
+                changed = resolve_effect(conn, words[1], outcome, resolved_by="cli")
+            if not changed:
+                raise OrbitError(
+                    E1011_NOT_INTERRUPTED, f"effect {words[1]} is not in doubt (or does not exist)"
+                )
+            print(f"effect {words[1]} settled as {outcome}")
+            return EXIT_OK
+        if len(words) != 1:
+            print("usage: orbit effects RUN_ID", file=sys.stderr)
+            return EXIT_USAGE
+        root_id, _root, _latest = _latest_run(ctx, words[0])
+        with ctx.engine.connect() as conn:
+            open_effects = effects_in_doubt(conn, root_id)
+        if args.json:
+            print_json({"root_run_id": root_id, "in_doubt": [e.__dict__ for e in open_effects]})
+        elif not open_effects:
+            print(f"No effects in doubt in run group {root_id}.")
+        else:
+            print(f"{len(open_effects)} effect(s) in doubt in run group {root_id}:")
+            for effect in open_effects:
+                print(
+                    f"  {effect.effect_key}  {effect.receiver}  step {effect.step_key}  row {effect.row_key}"
+                )
+            print("Settle one: orbit effects resolve KEY --succeeded|--failed")
+        return EXIT_FAILURE if open_effects else EXIT_OK
+
+    return _with_context(args, body)

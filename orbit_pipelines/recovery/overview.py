@@ -1,0 +1,294 @@
+"""What a person needs to know about a run group: where it stopped, what is left, what is
+in doubt, and what recovery will do next.
+
+Shared by ``orbit check-interrupted`` and ``orbit status``. It only reads: detection and the
+policy decision come from ``detect`` and ``policy``, so the CLI shows exactly what the sensor
+would do, never a second opinion.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from dagster import DagsterInstance, DagsterRun, DagsterRunStatus
+from sqlalchemy import Engine
+
+from orbit_pipelines.errors import E1010_UNKNOWN_RUN, OrbitError
+from orbit_pipelines.recovery.detect import Candidate, detect, failure_cause
+from orbit_pipelines.recovery.policy import Decision, decide
+from orbit_pipelines.recovery.settings import RecoverySettings
+from orbit_pipelines.store.effect_ledger import OpenEffect, effects_in_doubt
+from orbit_pipelines.store.group_progress import (
+    DoneRow,
+    effects_by_status,
+    held_parent_run_ids,
+    last_done_row,
+)
+from orbit_pipelines.store.heartbeats import Heartbeat, heartbeats_for_group
+from orbit_pipelines.store.recoveries import Recovery, group_control, recoveries_for_group
+from orbit_pipelines.store.row_ledger import row_status_counts
+
+_INTERRUPTED = ("dead", "hung", "failed", "held")
+
+
+@dataclass(frozen=True)
+class StepView:
+    """One step of the group: its latest Dagster status and its rows in the ledger."""
+
+    step_key: str
+    status: str  # SUCCESS, FAILURE, IN_PROGRESS, SKIPPED or NOT_STARTED
+    rows: dict[str, int]
+    rows_total: int | None
+    beat: Heartbeat | None
+
+    @property
+    def rows_done(self) -> int:
+        """Rows finished for good (done or quarantined) in the ledger; for a step that keeps
+        no ledger, what its heartbeat last reported."""
+        ledger = self.rows.get("done", 0) + self.rows.get("quarantined", 0)
+        if not self.rows and self.beat is not None:
+            return self.beat.rows_done
+        return ledger
+
+
+@dataclass(frozen=True)
+class GroupOverview:
+    """A run group as a person sees it."""
+
+    root_run_id: str
+    job_name: str
+    latest_run_id: str
+    latest_status: str
+    state: str  # dead | hung | failed | held | recovering | running | succeeded | abandoned
+    started_at: datetime | None
+    last_activity: datetime | None
+    steps: list[StepView]
+    error_code: str | None
+    error_message: str | None
+    last_done: DoneRow | None
+    in_doubt: list[OpenEffect]
+    effects: dict[str, int]
+    recoveries: list[Recovery]
+    plan: str
+    decision: Decision | None = field(default=None)
+
+    @property
+    def rows_done(self) -> int:
+        """Rows finished across every step."""
+        return sum(step.rows_done for step in self.steps)
+
+    @property
+    def rows_total(self) -> int | None:
+        """Rows known to exist across the steps that reported a total."""
+        totals = [step.rows_total for step in self.steps if step.rows_total is not None]
+        return sum(totals) if totals else None
+
+    @property
+    def steps_done(self) -> int:
+        """Steps that succeeded (in any run of the group)."""
+        return sum(1 for step in self.steps if step.status == "SUCCESS")
+
+    @property
+    def steps_failed(self) -> int:
+        """Steps whose latest attempt failed."""
+        return sum(1 for step in self.steps if step.status == "FAILURE")
+
+    @property
+    def next_step(self) -> str | None:
+        """The first step that has not succeeded: where a resume starts."""
+        return next(
+            (s.step_key for s in self.steps if s.status not in ("SUCCESS", "SKIPPED")), None
+        )
+
+    @property
+    def needs_person(self) -> bool:
+        """Held decisions and in-doubt effects wait for a person."""
+        held_now = self.decision is not None and self.decision.action == "hold"
+        return self.state == "held" or held_now or bool(self.in_doubt)
+
+
+def _group_runs(instance: DagsterInstance, run_id: str) -> tuple[str, list[DagsterRun]]:
+    if instance.get_run_by_id(run_id) is None:
+        raise OrbitError(
+            E1010_UNKNOWN_RUN,
+            f"no run with id {run_id}",
+            hint="`orbit check-interrupted` lists the runs that need attention",
+        )
+    group = instance.get_run_group(run_id)
+    assert group is not None  # the run exists, so its group does
+    root, runs = group[0], list(group[1])
+    return root, runs
+
+
+def _ordered(instance: DagsterInstance, runs: list[DagsterRun]) -> list[DagsterRun]:
+    created = {
+        record.dagster_run.run_id: record.create_timestamp
+        for run in runs
+        if (record := instance.get_run_record_by_id(run.run_id)) is not None
+    }
+    return sorted(runs, key=lambda run: created.get(run.run_id) or datetime.min.replace(tzinfo=UTC))
+
+
+def _step_statuses(instance: DagsterInstance, runs: list[DagsterRun]) -> dict[str, str]:
+    """Latest status per step across the group (later runs override earlier ones)."""
+    statuses: dict[str, str] = {}
+    for run in runs:
+        if run.execution_plan_snapshot_id:
+            snap = instance.get_execution_plan_snapshot(run.execution_plan_snapshot_id)
+            for step in snap.steps:
+                if "[?]" not in step.key:  # unresolved dynamic steps have no rows of their own
+                    statuses.setdefault(step.key, "NOT_STARTED")
+        for stat in instance.get_run_step_stats(run.run_id):
+            if stat.status is not None:
+                statuses[stat.step_key] = stat.status.value
+            elif stat.start_time is not None:
+                statuses[stat.step_key] = "IN_PROGRESS"
+    return statuses
+
+
+def _timestamp(value: float | None) -> datetime | None:
+    return datetime.fromtimestamp(value, UTC) if value else None
+
+
+def _state(latest: DagsterRun, recoveries: list[Recovery], abandoned: bool) -> str:
+    if abandoned:
+        return "abandoned"
+    mine = next((r for r in recoveries if r.parent_run_id == latest.run_id), None)
+    if mine is not None and mine.status == "held":
+        return "held"
+    if mine is not None and mine.status in ("launching", "launched"):
+        return "recovering"
+    if latest.status == DagsterRunStatus.SUCCESS:
+        return "succeeded"
+    if latest.status in (DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED):
+        return "failed"
+    return "running"
+
+
+def _plan(
+    decision: Decision | None, state: str, recoveries: list[Recovery], settings: RecoverySettings
+) -> str:
+    if decision is not None:
+        if decision.action == "launch":
+            return (
+                f"the recovery sensor re-executes it from failure on its next tick "
+                f"(within {settings.interval_s}s; attempt {decision.attempt} of {settings.max_attempts})"
+            )
+        if decision.action == "wait":
+            when = f"{decision.not_before:%H:%M:%S} UTC" if decision.not_before else "later"
+            return f"the recovery sensor retries at {when} ({decision.why})"
+        if decision.action == "hold":
+            return f"held for a person: {decision.why}"
+        return f"nothing automatic: {decision.why}"
+    if state == "held":
+        held = next((r for r in recoveries if r.status == "held"), None)
+        why = held.detail.split("| held: ", 1)[-1] if held else "policy"
+        return f"held for a person: {why}"
+    if state == "recovering":
+        latest = recoveries[-1] if recoveries else None
+        target = f" as run {latest.recovery_run_id}" if latest and latest.recovery_run_id else ""
+        return f"being recovered{target}"
+    if state == "abandoned":
+        return "abandoned by a person (orbit cancel); recovery leaves it alone"
+    return "nothing to do"
+
+
+def group_overview(
+    instance: DagsterInstance,
+    engine: Engine,
+    run_id: str,
+    settings: RecoverySettings,
+    *,
+    candidate: Candidate | None = None,
+) -> GroupOverview:
+    """Everything about the group that ``run_id`` (any run of it) belongs to."""
+    root, runs = _group_runs(instance, run_id)
+    runs = _ordered(instance, runs)
+    latest = runs[-1]
+    statuses = _step_statuses(instance, runs)
+    with engine.connect() as conn:
+        beats: dict[str, Heartbeat] = {}
+        for beat in heartbeats_for_group(conn, root):
+            if beat.step_key not in beats or beat.beat_at > beats[beat.step_key].beat_at:
+                beats[beat.step_key] = beat
+        for step_key in beats:
+            statuses.setdefault(step_key, "IN_PROGRESS")
+        steps = [
+            StepView(
+                step_key=key,
+                status=status,
+                rows=row_status_counts(conn, root, key),
+                rows_total=beats[key].rows_total if key in beats else None,
+                beat=beats.get(key),
+            )
+            for key, status in statuses.items()
+        ]
+        recoveries = recoveries_for_group(conn, root)
+        control = group_control(conn, root)
+        in_doubt = effects_in_doubt(conn, root)
+        effect_counts = effects_by_status(conn, root)
+        focus = next((s for s in steps if s.status not in ("SUCCESS", "SKIPPED")), None)
+        focus = focus or (steps[-1] if steps else None)
+        last_done = last_done_row(conn, root, focus.step_key) if focus else None
+        decision = decide(conn, candidate, settings) if candidate is not None else None
+
+    state = (
+        candidate.reason
+        if candidate is not None
+        else _state(latest, recoveries, bool(control and control.abandoned_at))
+    )
+    error_code: str | None = None
+    error_message: str | None = None
+    if latest.status in (DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED):
+        _reason, error_message, error_code = failure_cause(instance, latest.run_id)
+    elif candidate is not None:
+        error_message, error_code = candidate.detail, candidate.error_code
+    record = instance.get_run_record_by_id(runs[0].run_id)
+    latest_record = instance.get_run_record_by_id(latest.run_id)
+    activity = [b.beat_at for b in beats.values()]
+    if latest_record is not None and latest_record.update_timestamp is not None:
+        activity.append(latest_record.update_timestamp.replace(tzinfo=UTC))
+    return GroupOverview(
+        root_run_id=root,
+        job_name=latest.job_name,
+        latest_run_id=latest.run_id,
+        latest_status=latest.status.value,
+        state=state,
+        started_at=_timestamp(record.start_time) if record else None,
+        last_activity=max(activity) if activity else None,
+        steps=steps,
+        error_code=error_code,
+        error_message=error_message,
+        last_done=last_done,
+        in_doubt=in_doubt,
+        effects=effect_counts,
+        recoveries=recoveries,
+        plan=_plan(decision, state, recoveries, settings),
+        decision=decision,
+    )
+
+
+def interrupted_groups(
+    instance: DagsterInstance, engine: Engine, settings: RecoverySettings
+) -> list[GroupOverview]:
+    """Every run group that is dead, hung, failed (and not yet recovered) or held."""
+    with engine.connect() as conn:
+        candidates = detect(instance, conn, settings)
+    seen: set[str] = set()
+    found: list[GroupOverview] = []
+    for candidate in candidates:
+        overview = group_overview(instance, engine, candidate.run_id, settings, candidate=candidate)
+        if overview.root_run_id not in seen:
+            seen.add(overview.root_run_id)
+            found.append(overview)
+    with engine.connect() as conn:
+        held = held_parent_run_ids(conn)
+    for run_id in held:
+        if instance.get_run_by_id(run_id) is None:
+            continue
+        overview = group_overview(instance, engine, run_id, settings)
+        if overview.root_run_id not in seen and overview.state in _INTERRUPTED:
+            seen.add(overview.root_run_id)
+            found.append(overview)
+    return found

@@ -1,0 +1,54 @@
+"""Read-only questions about a run group's progress that the CLI shows a person."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, func, select
+
+from orbit_pipelines.store.tables import effects, recoveries, step_rows
+
+
+@dataclass(frozen=True)
+class DoneRow:
+    """The most recently completed row of a step."""
+
+    step_key: str
+    row_key: str
+    result: Any
+
+
+def last_done_row(conn: Connection, root_run_id: str, step_key: str) -> DoneRow | None:
+    """The row of ``step_key`` that finished last, with its recorded result."""
+    row = conn.execute(
+        select(step_rows.c.row_key, step_rows.c.result)
+        .where(
+            step_rows.c.root_run_id == root_run_id,
+            step_rows.c.step_key == step_key,
+            step_rows.c.status == "done",
+        )
+        .order_by(step_rows.c.updated_at.desc())
+        .limit(1)
+    ).first()
+    return DoneRow(step_key, row[0], row[1]) if row else None
+
+
+def effects_by_status(conn: Connection, root_run_id: str) -> dict[str, int]:
+    """How many side effects of a run group are in each ledger status."""
+    stmt = (
+        select(effects.c.status, func.count())
+        .where(effects.c.root_run_id == root_run_id)
+        .group_by(effects.c.status)
+    )
+    return {status: int(n) for status, n in conn.execute(stmt)}
+
+
+def held_parent_run_ids(conn: Connection) -> list[str]:
+    """Runs whose recovery is held for a person, oldest decision first."""
+    stmt = (
+        select(recoveries.c.parent_run_id)
+        .where(recoveries.c.status == "held")
+        .order_by(recoveries.c.detected_at)
+    )
+    return list(conn.execute(stmt).scalars())
