@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -77,6 +78,19 @@ class Harness:
             env=self.env(),
             cwd=REPO_ROOT,
             log_path=self.tmp / "daemon.log",
+        )
+        return self.daemon
+
+    def start_dagster_dev(self) -> subprocess.Popen[bytes]:
+        """``dagster dev`` (webserver + daemon, each with its own code server) on a free port."""
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        self.daemon = self.children.start(
+            [str(BIN / "dagster"), "dev", "-w", str(self.workspace), "-p", str(port)],
+            env=self.env(),
+            cwd=REPO_ROOT,
+            log_path=self.tmp / "dagster_dev.log",
         )
         return self.daemon
 

@@ -35,6 +35,10 @@ def _assert_recovered_once(harness: Harness, parent_run_id: str) -> str:
     assert child.tags["orbit/attempt"] == "1"
     assert child.root_run_id == parent_run_id and child.parent_run_id == parent_run_id
     assert child.step_keys_to_execute == ["process_rows"]
+    # The UI's run group: Dagster itself groups the two runs under the root.
+    group = harness.instance.get_run_group(child.run_id)
+    assert group is not None and group[0] == parent_run_id
+    assert {r.run_id for r in group[1]} == {parent_run_id, child.run_id}
     steps = harness.step_runs(parent_run_id)
     assert [s for r, s in steps if r == child.run_id] == ["process_rows"]
     assert [s for _, s in steps].count("prepare") == 1
@@ -128,6 +132,7 @@ def test_hung_step_is_terminated_and_recovered(harness: Harness) -> None:
     with harness.engine.connect() as conn:
         row = get_recovery(conn, run_id)
     assert row is not None and row.reason == "hung", row
+    print(f"\nhung run: {row.detail}")
     assert "no row progress" in row.detail
     assert [r for r, _ in harness.step_runs(run_id)].count(run_id) == 2
 
@@ -264,3 +269,17 @@ def test_sigkilled_worker_resumes_from_the_row_executor_ledger(harness: Harness)
     assert statuses == {"done": ROWS}
     # Rows done before the kill were skipped by the ledger, not redone.
     assert by_run[run_id] >= 5 and by_run[run_id] + by_run[child.run_id] == ROWS
+
+
+@pytest.mark.e2e
+def test_sigkilled_worker_is_recovered_under_dagster_dev(harness: Harness) -> None:
+    """The same path under `dagster dev` (webserver + daemon in one command)."""
+    harness.start_dagster_dev()
+    run_id = harness.launch("rows_job", {"rows": ROWS, "row_sleep_s": 0.2})
+    _host, pid = harness.wait_rows(run_id, 5, timeout_s=150)
+    os.kill(pid, signal.SIGKILL)
+    killed = time.monotonic()
+    harness.wait_child(run_id)
+    print(f"\ndagster dev: SIGKILL -> recovery run launched: {seconds_since(killed):.1f}s (fast)")
+    _assert_recovered_once(harness, run_id)
+    _wait_finished_row(harness, run_id)
