@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from datetime import date
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import (
     Column,
@@ -24,11 +25,13 @@ from sqlalchemy import (
     Numeric,
     Table,
     Text,
+    bindparam,
     func,
     select,
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB, insert
+from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg as psycopg_dialect
 from sqlalchemy.schema import CreateSchema
 
 from orbit_pipelines.pipelines.orders_input import Order, ParsedOrders, RejectedRow
@@ -207,3 +210,24 @@ def tracking_numbers(conn: Connection) -> dict[str, str | None]:
     """order_id → tracking number (None until shipped)."""
     rows = conn.execute(select(orders.c.order_id, orders.c.tracking_number))
     return {row.order_id: row.tracking_number for row in rows}
+
+
+def _compile_for_psycopg(statement: Any) -> str:
+    # The executor hands transactional effects a raw psycopg connection; compiling the Core
+    # statement once keeps the SQL in SQLAlchemy and the values as bound parameters.
+    return str(statement.compile(dialect=psycopg_dialect()))
+
+
+_SET_TRACKING_SQL = _compile_for_psycopg(
+    orders.update()
+    .where(orders.c.order_id == bindparam("order_id"))
+    .values(tracking_number=bindparam("tracking_number"))
+)
+
+
+def set_tracking_number_raw(conn: Any, order_id: str, tracking_number: str) -> int:
+    """``set_tracking_number`` on a psycopg connection (inside the executor's batch)."""
+    cursor = conn.execute(
+        _SET_TRACKING_SQL, {"order_id": order_id, "tracking_number": tracking_number}
+    )
+    return int(cursor.rowcount)

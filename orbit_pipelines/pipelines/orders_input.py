@@ -178,12 +178,32 @@ def file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
-def read_orders(path: str | os.PathLike[str]) -> ParsedOrders:
-    """Read and validate an orders CSV; see the module docstring for the rules."""
+@dataclass(frozen=True)
+class RawRecord:
+    """One CSV record before validation: its text values, or the reason it has none.
+
+    ``values`` maps each required column to its text when the record is well formed
+    (right width, UTF-8, fields within the size limit); otherwise it is None and
+    ``code``/``reason`` say why.
+    """
+
+    line: int
+    raw: str
+    values: dict[str, str] | None
+    code: str | None = None
+    reason: str | None = None
+    order_id: str | None = None
+
+
+def read_records(path: str | os.PathLike[str]) -> Iterator[RawRecord]:
+    """Stream the records of an orders CSV, checking the header first (E-1005/E-1002/E-1001).
+
+    A generator: the header is checked when the first record is requested, before anything
+    is yielded, so a caller that consumes it before writing anything has no side effects
+    on a rejected file.
+    """
     source = Path(path)
-    size = source.stat().st_size
-    result = ParsedOrders(source=str(source), digest=file_digest(source))
-    _allow_large_fields(size)
+    _allow_large_fields(source.stat().st_size)
     with source.open("rb") as binary:
         # surrogateescape: an invalid byte becomes a lone surrogate in the row it belongs to,
         # so one bad row is quarantined without losing its neighbours or record boundaries.
@@ -192,31 +212,80 @@ def read_orders(path: str | os.PathLike[str]) -> ParsedOrders:
         reader = csv.reader(tap, strict=True)
         header, header_line = _read_header(reader, source)
         index = {name: position for position, name in enumerate(header)}
-        seen: dict[str, int] = {}
         for line, fields, csv_error in _records(reader, tap, header_line):
+            raw = raw_text(tap.record)
             try:
                 if csv_error is not None:
                     raise _RowError(E1001_MALFORMED_ROW, f"broken CSV quoting: {csv_error}")
-                order = _parse_row(fields, index, len(header), line)
-                first = seen.get(order.order_id)
-                if first is not None:
-                    raise _RowError(
-                        E1004_DUPLICATE_KEY,
-                        f"order_id {order.order_id!r} already appears on line {first}",
-                    )
-                seen[order.order_id] = line
-                result.orders.append(order)
+                _check_shape(fields, len(header))
             except _RowError as problem:
+                yield RawRecord(
+                    line=line,
+                    raw=raw,
+                    values=None,
+                    code=problem.error.code,
+                    reason=problem.reason,
+                    order_id=_order_id_of(fields, index),
+                )
+                continue
+            values = {name: fields[index[name]] for name in REQUIRED_COLUMNS}
+            yield RawRecord(line=line, raw=raw, values=values, order_id=values["order_id"].strip())
+
+
+def read_orders(path: str | os.PathLike[str]) -> ParsedOrders:
+    """Read and validate an orders CSV; see the module docstring for the rules."""
+    source = Path(path)
+    result = ParsedOrders(source=str(source), digest=file_digest(source))
+    seen: dict[str, int] = {}
+    for record in read_records(source):
+        try:
+            if record.values is None:
+                assert record.code is not None and record.reason is not None
                 result.rejects.append(
                     RejectedRow(
-                        line=line,
-                        raw=raw_text(tap.record),
-                        code=problem.error.code,
-                        reason=problem.reason,
-                        order_id=_order_id_of(fields, index),
+                        record.line, record.raw, record.code, record.reason, record.order_id
                     )
                 )
+                continue
+            order = parse_values(record.values, record.line)
+            first = seen.get(order.order_id)
+            if first is not None:
+                raise _RowError(E1004_DUPLICATE_KEY, duplicate_reason(order.order_id, first))
+            seen[order.order_id] = record.line
+            result.orders.append(order)
+        except _RowError as problem:
+            result.rejects.append(
+                RejectedRow(
+                    record.line,
+                    record.raw,
+                    problem.error.code,
+                    problem.reason,
+                    record.order_id or None,
+                )
+            )
     return result
+
+
+def duplicate_reason(order_id: str, first_line: int) -> str:
+    """The E-1004 reason text."""
+    return f"order_id {order_id!r} already appears on line {first_line}"
+
+
+class RowInvalid(Exception):
+    """A row that fails validation: ``code`` and ``reason`` go to the quarantine."""
+
+    def __init__(self, code: str, reason: str) -> None:
+        super().__init__(f"{code} {reason}")
+        self.code = code
+        self.reason = reason
+
+
+def validate_values(values: dict[str, str], line: int) -> Order:
+    """``parse_values`` for callers outside this module: raises ``RowInvalid``."""
+    try:
+        return parse_values(values, line)
+    except _RowError as problem:
+        raise RowInvalid(problem.error.code, problem.reason) from None
 
 
 def raw_text(lines: list[str]) -> str:
@@ -315,7 +384,7 @@ def _records(
         yield start, fields, None
 
 
-def _parse_row(fields: list[str], index: dict[str, int], width: int, line: int) -> Order:
+def _check_shape(fields: list[str], width: int) -> None:
     for position, value in enumerate(fields):
         if len(value) > FIELD_LIMIT_BYTES // 4 and len(_encoded(value)) > FIELD_LIMIT_BYTES:
             raise _RowError(
@@ -330,8 +399,12 @@ def _parse_row(fields: list[str], index: dict[str, int], width: int, line: int) 
             E1001_MALFORMED_ROW, f"the row has {len(fields)} fields, the header has {width}"
         )
 
+
+def parse_values(values: dict[str, str], line: int) -> Order:
+    """Validate one record's text values into an ``Order`` (E-1003 on a bad value)."""
+
     def required(name: str) -> str:
-        value = fields[index[name]].strip()
+        value = values[name].strip()
         if not value:
             raise _RowError(E1003_INVALID_VALUE, f"{name} is empty")
         return value

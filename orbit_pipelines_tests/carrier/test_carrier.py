@@ -15,7 +15,7 @@ from sqlalchemy import Engine, func, select
 
 from orbit_pipelines.carrier import storage
 from orbit_pipelines.carrier.client import CarrierClient, CarrierError
-from orbit_pipelines_tests.carrier.conftest import TOKEN, RunningCarrier, start_carrier
+from orbit_pipelines_tests.carrier.running import TOKEN, RunningCarrier, start_carrier
 from orbit_pipelines_tests.processes import ChildProcesses
 
 ITEMS = [{"sku": "A-100", "quantity": 2, "unit_price": "9.99"}]
