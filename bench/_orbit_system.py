@@ -15,21 +15,21 @@ RECEIVERS = ("transactional", "unsafe")
 def orbit_unavailable() -> str | None:
     """Why orbit cannot be benchmarked in this tree, or None when it can."""
     try:
-        from orbit_pipelines.execution import RowExecutor  # noqa: F401
+        from orbit_pipelines.dagster_io.row_steps import run_rows  # noqa: F401
     except ImportError as error:
-        return f"orbit_pipelines.execution has no usable RowExecutor ({error})"
+        return f"orbit's row executor is not importable ({error})"
     return None
 
 
 class OrbitSystem(DagsterSystem):
-    """(a) The same job as (b), its op running the rows through orbit's RowExecutor."""
+    """(a) The same job as (b), its op running the rows through orbit's ``run_rows``."""
 
     name = "orbit"
     script: ClassVar[str] = "_orbit_worker.py"
     crash_and_recovery = (
-        "execute_job (multiprocess executor), the op runs the rows through RowExecutor keyed "
-        "by the run group's root run id; the step subprocess SIGKILLs itself at the kill row; "
-        "the run worker marks the run FAILURE; a new process calls execute_job with "
+        "execute_job (multiprocess executor), the op runs the rows through run_rows "
+        "(RowExecutor keyed by the run group's root run id); the step subprocess SIGKILLs "
+        "itself at the kill row; the run worker marks the run FAILURE; a new process calls execute_job with "
         "ReexecutionOptions.from_failure(parent), as in (b) (orbit's recovery sensor launches "
         "the same from-failure re-execution through the daemon's run queue; the sensor and "
         "daemon are not part of this bench); the executor loads the root run's done set and "

@@ -1,9 +1,10 @@
 """System (a): orbit_pipelines. The same Dagster job shape as (b), its op running the rows
-through orbit's ``RowExecutor``; recovery is the same re-execution from failure.
+through orbit's ``run_rows`` (the Dagster helper around ``RowExecutor``); recovery is the
+same re-execution from failure.
 
-The op keys the row ledger by the Dagster run group's root run id, so the re-execution
-finds the rows its parent committed and skips them. The effect is delivered through
-``ctx.once``:
+``run_rows`` keys the row ledger by the Dagster run group's root run id, so the
+re-execution finds the rows its parent committed and skips them. The effect is delivered
+through ``ctx.once``:
 
 - ``transactional`` (default): the receiver table lives in the same Postgres database, so
   the INSERT runs inside the executor's batch transaction, together with the row statuses
@@ -41,13 +42,8 @@ from dagster import (
     reconstructable,
 )
 
-from orbit_pipelines.execution import (
-    ExecutorOptions,
-    Reconciled,
-    RowContext,
-    RowExecutor,
-    RunScope,
-)
+from orbit_pipelines.dagster_io.row_steps import run_rows
+from orbit_pipelines.execution import ExecutorOptions, Reconciled, RowContext
 from orbit_pipelines.store.engine import create_store_engine
 
 RECEIVER_ENV = "BENCH_ORBIT_RECEIVER"
@@ -80,27 +76,21 @@ def _handler(work: RowWork, receiver: str) -> Any:
 
 @op
 def process_rows(context: OpExecutionContext) -> int:
-    """Every row in one step, as in (b), but through the row executor and its ledger."""
+    """Every row in one step, as in (b), but through orbit's ``run_rows`` and its ledger."""
     work = RowWork.from_env()
     receiver = os.environ.get(RECEIVER_ENV, "transactional")
     options = ExecutorOptions(batch_size=int(os.environ.get(BATCH_SIZE_ENV, "1000")))
-    # A re-execution has the failed run as its root: that is what keys the ledger.
-    scope = RunScope(
-        root_run_id=context.run.root_run_id or context.run_id,
-        run_id=context.run_id,
-        step_key=str(context.op_handle),
-    )
     rows = [{"key": row_key(i), "index": i} for i in range(work.settings.rows)]
     engine = create_store_engine(work.settings.db_url)
     try:
-        with RowExecutor(engine, scope, options) as executor:
-            summary = executor.run(rows, key="key", handler=_handler(work, receiver))
+        # run_rows keys the ledger by the run group's root run id: a re-execution from
+        # failure finds the rows its parent committed and skips them.
+        summary = run_rows(
+            context, engine, rows, key="key", handler=_handler(work, receiver), options=options
+        )
     finally:
         work.close()
         engine.dispose()
-    context.log.info(
-        f"{summary.done} rows done, {summary.skipped_already_done} already done before"
-    )
     return summary.done
 
 

@@ -274,7 +274,7 @@ class RowExecutor:
                         stop = StepFailed(code, f"row {row_key}: {message}", summary)
                         break
             seen += len(chunk) if stop is None else i + 1  # rows after the stop never ran
-            if out.key_hashes:
+            if out.digests:
                 self._commit(out, summary)
             reporter.maybe_report(seen, summary)
             if stop is not None:
@@ -298,9 +298,15 @@ class RowExecutor:
     def _commit(self, out: _Outcomes, summary: RunSummary) -> None:
         scope = self.scope
         conn = self.conn
-        row_ledger.write_row_outcomes(
-            conn, scope.root_run_id, scope.step_key, scope.run_id, out.rows()
-        )
+        if not (
+            out.plain
+            and row_ledger.write_done_rows(
+                conn, scope.root_run_id, scope.step_key, scope.run_id, out.digests, out.row_keys
+            )
+        ):
+            row_ledger.write_row_outcomes(
+                conn, scope.root_run_id, scope.step_key, scope.run_id, out.rows()
+            )
         if out.tokens.key_hashes:
             row_ledger.write_token_outcomes(conn, scope.root_run_id, scope.step_key, out.tokens)
         save_aggregations(
@@ -326,9 +332,10 @@ class _Outcomes:
     """Column lists of one batch (the shape the upsert takes)."""
 
     __slots__ = (
+        "digests",
         "error_codes",
         "error_messages",
-        "key_hashes",
+        "plain",
         "results",
         "row_keys",
         "statuses",
@@ -336,7 +343,9 @@ class _Outcomes:
     )
 
     def __init__(self) -> None:
-        self.key_hashes: list[str] = []
+        # True while every row is done with no result: the batch can take the cheap upsert.
+        self.plain = True
+        self.digests: list[bytes] = []
         self.row_keys: list[str] = []
         self.statuses: list[str] = []
         self.results: list[str | None] = []
@@ -353,7 +362,9 @@ class _Outcomes:
         code: str | None = None,
         message: str | None = None,
     ) -> None:
-        self.key_hashes.append(digest.hex())
+        if status != "done" or result is not None:
+            self.plain = False
+        self.digests.append(digest)
         self.row_keys.append(row_key)
         self.statuses.append(status)
         self.results.append(result)
@@ -372,7 +383,7 @@ class _Outcomes:
 
     def rows(self) -> row_ledger.RowOutcomes:
         return row_ledger.RowOutcomes(
-            self.key_hashes,
+            [d.hex() for d in self.digests],
             self.row_keys,
             self.statuses,
             self.results,

@@ -66,6 +66,37 @@ def load_attempted_hashes(conn: psycopg.Connection, root_run_id: str, step_key: 
         return {row[0].bytes for row in cur.fetchall()}
 
 
+_UNIT_SEPARATOR = "\x1f"
+
+
+def write_done_rows(
+    conn: psycopg.Connection,
+    root_run_id: str,
+    step_key: str,
+    run_id: str,
+    digests: Sequence[bytes],
+    row_keys: Sequence[str],
+) -> bool:
+    """Upsert a batch of plain done rows the cheap way; False (nothing written) when a key
+    contains the separator and the caller must use ``write_row_outcomes``."""
+    joined = _UNIT_SEPARATOR.join(row_keys)
+    # An empty key would vanish in string_to_array; a separator inside a key would split it.
+    if joined.count(_UNIT_SEPARATOR) != len(row_keys) - 1 or not all(row_keys):
+        return False
+    with conn.cursor() as cur:
+        cur.execute(
+            load_sql("row_commit_done"),
+            {
+                "root_run_id": root_run_id,
+                "step_key": step_key,
+                "run_id": run_id,
+                "key_hashes": b"".join(digests),
+                "row_keys": joined,
+            },
+        )
+    return True
+
+
 def write_row_outcomes(
     conn: psycopg.Connection, root_run_id: str, step_key: str, run_id: str, rows: RowOutcomes
 ) -> None:
