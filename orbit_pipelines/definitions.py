@@ -7,6 +7,7 @@ from dagster import Definitions, EnvVar
 from orbit_pipelines.dagster_io.io_manager import PostgresCheckpointIOManager
 from orbit_pipelines.dagster_io.resources import OrbitStore
 from orbit_pipelines.pipelines.orders_import import orders_import
+from orbit_pipelines.pipelines.sales_rollup import sales_rollup
 from orbit_pipelines.pipelines.shipments import shipments
 from orbit_pipelines.pipelines.store_health import store_health
 from orbit_pipelines.sensors.recovery_sensor import make_recovery_sensor
@@ -15,7 +16,7 @@ from orbit_pipelines.sensors.recovery_sensor import make_recovery_sensor
 orbit_store = OrbitStore(postgres_url=EnvVar("ORBIT_POSTGRES_URL"))
 
 defs = Definitions(
-    jobs=[store_health, orders_import, shipments],
+    jobs=[store_health, orders_import, shipments, sales_rollup],
     sensors=[make_recovery_sensor()],
     resources={
         "orbit_store": orbit_store,

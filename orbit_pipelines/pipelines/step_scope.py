@@ -8,19 +8,11 @@ import signal
 
 from dagster import DagsterRun, OpExecutionContext
 
-from orbit_pipelines.execution import RunScope
+from orbit_pipelines.dagster_io.row_steps import step_scope as run_scope
 
-ROOT_RUN_TAG = "orbit/root_run"
+__all__ = ["ATTEMPT_TAG", "KillSwitch", "is_first_attempt", "run_scope"]
+
 ATTEMPT_TAG = "orbit/attempt"
-
-
-def run_scope(context: OpExecutionContext) -> RunScope:
-    """The executor's scope for this step: keyed by the run group's root, so a re-execution
-    continues the rows its ancestors finished. Mapped steps keep their ``[mapping_key]``."""
-    run = context.run
-    root = run.tags.get(ROOT_RUN_TAG) or run.root_run_id or run.run_id
-    step_key = context.get_step_execution_context().step.key
-    return RunScope(root_run_id=root, run_id=run.run_id, step_key=step_key)
 
 
 def is_first_attempt(run: DagsterRun) -> bool:
