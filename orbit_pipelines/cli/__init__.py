@@ -9,12 +9,12 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from orbit_pipelines.cli import db, demo, dev, runs
+from orbit_pipelines.cli import auto_recovery, db, demo, dev, runs
 from orbit_pipelines.cli.output import EXIT_FAILURE, EXIT_USAGE, print_error
 from orbit_pipelines.errors import OrbitError
 
 # Each command module exposes register(subparsers); adding a command is one line here.
-COMMAND_MODULES = [dev, demo, db, runs]
+COMMAND_MODULES = [dev, demo, db, runs, auto_recovery]
 
 
 def build_parser() -> argparse.ArgumentParser:
