@@ -10,7 +10,8 @@ after a crash in ``load`` reuses the validated frames instead of reading the fil
   and splits the frame into ``valid`` and ``quarantined`` (each with code and reason).
 - ``load_orders_table`` upserts the valid orders into ``orbit_examples.orders`` and the
   rejects into ``orbit_examples.orders_quarantine`` in one transaction: running it twice
-  changes nothing.
+  changes nothing. Its ``kill_after_rows`` (off by default) SIGKILLs the step's process
+  with that transaction open, first attempt only, for the demo and the recovery tests.
 
 No ``from __future__ import annotations``: Dagster reads the op annotations.
 """
@@ -38,6 +39,7 @@ from orbit_pipelines.pipelines.orders_input import (
     validate_values,
 )
 from orbit_pipelines.pipelines.resources import example_resources
+from orbit_pipelines.pipelines.step_scope import KillSwitch, is_first_attempt
 
 QUARANTINE_COLUMNS = ["line", "raw", "code", "reason", "order_id"]
 
@@ -46,6 +48,17 @@ class ImportConfig(Config):
     """Which file to import."""
 
     csv_path: str = Field(description="Path of the orders CSV (see orders_input for its schema).")
+
+
+class LoadConfig(ImportConfig):
+    """The file, and the demo/test fault injection of the load step."""
+
+    kill_after_rows: int | None = Field(
+        default=None,
+        ge=1,
+        description="Fault injection: SIGKILL the load step's process after upserting this "
+        "many orders, inside the open transaction, first attempt only. Off by default.",
+    )
 
 
 def _strings(values: list[Any]) -> pd.Series:
@@ -134,7 +147,7 @@ def _items_json(items: Any) -> str:
 @op(description="Upserts valid orders and quarantined rows into orbit_examples, atomically.")
 def load_orders_table(
     context: OpExecutionContext,
-    config: ImportConfig,
+    config: LoadConfig,
     orbit_store: OrbitStore,
     valid: pd.DataFrame,
     quarantined: pd.DataFrame,
@@ -152,9 +165,27 @@ def load_orders_table(
         )
         for row in quarantined.to_dict("records")
     ]
-    loaded, rejected = example_tables.load_parsed(orbit_store.engine, parsed)
+    if config.kill_after_rows is not None and is_first_attempt(context.run):
+        kill = KillSwitch(context, config.kill_after_rows)
+        loaded, rejected = _load_with_kill(orbit_store, parsed, kill)
+    else:
+        loaded, rejected = example_tables.load_parsed(orbit_store.engine, parsed)
     context.add_output_metadata({"orders_upserted": loaded, "rows_quarantined": rejected})
     return {"orders_upserted": loaded, "rows_quarantined": rejected}
+
+
+def _load_with_kill(store: OrbitStore, parsed: ParsedOrders, kill: KillSwitch) -> tuple[int, int]:
+    """``load_parsed``, one order at a time so the kill lands mid-transaction: the crash must
+    leave no order behind (Postgres rolls the transaction back) and the recovery loads all."""
+    example_tables.ensure_tables(store.engine)
+    with store.engine.begin() as conn:
+        for order in parsed.orders:
+            example_tables.upsert_orders(conn, [order], source_digest=parsed.digest)
+            kill.tick()
+        rejected = example_tables.quarantine_rows(
+            conn, parsed.rejects, source=parsed.source, source_digest=parsed.digest
+        )
+    return len(parsed.orders), rejected
 
 
 def _order_from_row(row: dict[Any, Any]) -> Order:
