@@ -6,32 +6,81 @@ import argparse
 import sys
 from typing import Any
 
-from orbit_pipelines.cli.output import EXIT_FAILURE, EXIT_OK
-from orbit_pipelines.demo import DemoOptions, run_demo
+from orbit_pipelines.cli.output import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
+from orbit_pipelines.demo import (
+    DEMO_DATABASE,
+    DEMO_DATABASE_ENV,
+    DEMO_SENSOR_INTERVAL_S,
+    INTERVAL_ENV,
+    DemoOptions,
+    demo_database_name,
+    run_demo,
+)
 
 
 def register(subparsers: Any) -> None:
     """Add the `demo` command."""
     demo = subparsers.add_parser(
-        "demo", help="ship orders, kill a worker partway, let the sensor recover it, report"
+        "demo",
+        help="ship orders, kill a worker partway, let the sensor recover it, report",
+        description="Exit code 0 only when the run group succeeded, the carrier made no "
+        "duplicate shipment and every order carries the tracking number the carrier "
+        "assigned to it.",
     )
     demo.add_argument("--orders", type=int, default=DemoOptions.orders, help="orders to ship")
     demo.add_argument("--shards", type=int, default=DemoOptions.shards, help="parallel shards")
     demo.add_argument(
         "--kill-after", type=int, default=DemoOptions.kill_after_rows, help="rows before the kill"
     )
-    demo.add_argument("--timeout", type=float, default=DemoOptions.timeout_s, help="seconds")
+    demo.add_argument(
+        "--timeout",
+        type=float,
+        default=DemoOptions.timeout_s,
+        help="seconds to wait for the run group to finish",
+    )
+    demo.add_argument(
+        "--database",
+        default=None,
+        help=f"demo database, dropped and recreated (default ${DEMO_DATABASE_ENV}, "
+        f"else {DEMO_DATABASE}; must start with {DEMO_DATABASE})",
+    )
+    demo.add_argument(
+        "--sensor-interval",
+        type=int,
+        default=None,
+        help=f"recovery sensor interval in seconds (default ${INTERVAL_ENV}, "
+        f"else {DEMO_SENSOR_INTERVAL_S})",
+    )
     demo.add_argument("--json", action="store_true", help="print the report as one JSON object")
     demo.set_defaults(handler=cmd_demo)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Run the demo; exit 0 only when every order shipped exactly once."""
+    """Run the demo; exit 0 only when every order shipped exactly once, tracked."""
     if args.orders < 1 or args.shards < 1 or args.kill_after < 1:
         print("error: --orders, --shards and --kill-after must be at least 1", file=sys.stderr)
-        return 2
-    options = DemoOptions(args.orders, args.shards, args.kill_after, args.timeout)
+        return EXIT_USAGE
+    if args.sensor_interval is not None and args.sensor_interval < 1:
+        print("error: --sensor-interval must be at least 1", file=sys.stderr)
+        return EXIT_USAGE
+    options = DemoOptions(
+        orders=args.orders,
+        shards=args.shards,
+        kill_after_rows=args.kill_after,
+        timeout_s=args.timeout,
+        database=demo_database_name(args.database),
+        sensor_interval_s=args.sensor_interval,
+    )
     # Progress goes to stderr so that --json leaves stdout to the report alone.
-    report = run_demo(options, log=lambda line: print(f"orbit demo: {line}", file=sys.stderr))
-    print(report.as_json() if args.json else report.as_text())
-    return EXIT_OK if report.ok else EXIT_FAILURE
+    try:
+        report = run_demo(
+            options, log=lambda line: print(f"orbit demo: {line}", file=sys.stderr, flush=True)
+        )
+    except KeyboardInterrupt:
+        print("orbit demo: interrupted; every process it started is stopped", file=sys.stderr)
+        raise
+    print(report.as_json() if args.json else report.as_text(), flush=True)
+    if report.reason is not None:
+        print(f"error: orbit demo: {report.reason}", file=sys.stderr)
+        return EXIT_FAILURE
+    return EXIT_OK
