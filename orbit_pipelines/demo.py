@@ -367,6 +367,8 @@ def run_demo(options: DemoOptions, *, log: Callable[[str], object] = print) -> D
     """Run the whole demo; every process it starts is stopped before it returns (also on
     an error, Ctrl-C or SIGTERM)."""
     # Imported here: the pipelines import dagster ops, which only the demo needs.
+    from orbit_pipelines.carrier.storage import create_tables as create_carrier_tables
+    from orbit_pipelines.pipelines.example_tables import ensure_tables
     from orbit_pipelines.pipelines.sample_data import write_orders_csv
 
     began = time.monotonic()
@@ -374,6 +376,14 @@ def run_demo(options: DemoOptions, *, log: Callable[[str], object] = print) -> D
     interval = _sensor_interval(options)
     url = _fresh_database(resolve_url(), database)
     connect_store(url).dispose()  # orbit's migrations
+    # Every table the report reads exists from the start, so a demo that fails early
+    # still reports (zeros) instead of tripping over a missing table.
+    setup = create_store_engine(url)
+    try:
+        ensure_tables(setup)
+        create_carrier_tables(setup)
+    finally:
+        setup.dispose()
     work = orbit_home() / "demo" / database
     work.mkdir(parents=True, exist_ok=True)
     # The same DAGSTER_HOME as `orbit dev`, so the UI it prints finds the step logs too.
@@ -438,7 +448,7 @@ def run_demo(options: DemoOptions, *, log: Callable[[str], object] = print) -> D
                     )
                 except AssertionError:
                     final = f"TIMED_OUT after {options.timeout_s:.0f}s"
-                log(f"run group finished in {time.monotonic() - started:.0f}s: {final}")
+                log(f"waited {time.monotonic() - started:.0f}s for the run group: {final}")
                 measured = _measure(engine, instance, root, options.orders)
         finally:
             engine.dispose()
