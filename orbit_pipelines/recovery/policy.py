@@ -16,11 +16,11 @@ from sqlalchemy import Connection
 from orbit_pipelines.errors import is_retryable, lookup
 from orbit_pipelines.recovery.detect import Candidate
 from orbit_pipelines.recovery.settings import RecoverySettings
+from orbit_pipelines.store.effect_ledger import effects_in_doubt
 from orbit_pipelines.store.recoveries import (
     attempts_used,
     auto_recovery_enabled,
     group_control,
-    open_effects,
 )
 
 AUTO_RECOVER_TAG = "orbit/auto_recover"
@@ -83,9 +83,9 @@ def decide(
             f"{candidate.error_code}{title} is never retried automatically; needs a person",
             attempt,
         )
-    doubtful = open_effects(conn, candidate.root_run_id)
+    doubtful = effects_in_doubt(conn, candidate.root_run_id)
     if doubtful:
-        keys = ", ".join(f"{key} [{receiver}, {status}]" for key, receiver, status in doubtful[:5])
+        keys = ", ".join(f"{e.effect_key} [{e.receiver}, {e.status}]" for e in doubtful[:5])
         more = f" and {len(doubtful) - 5} more" if len(doubtful) > 5 else ""
         return Decision(
             "hold",

@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, and_, or_, select, update
 
 from orbit_pipelines.errors import E1003_INVALID_VALUE, OrbitError
 from orbit_pipelines.store.named_sql import load_sql
@@ -127,7 +127,10 @@ class OpenEffect:
 
 
 def effects_in_doubt(conn: Connection, root_run_id: str | None = None) -> list[OpenEffect]:
-    """Effects held for reconciliation (``in_doubt``), for one run group or all."""
+    """Effects whose outcome is unknown and unsafe to retry blindly, for one run group or
+    all: ``in_doubt``, and an ``intent`` towards a receiver that does not honour the key
+    (its process died between recording the intent and the outcome). An intent towards an
+    idempotent receiver is safe: a retry with the same key is the reconciliation."""
     stmt = select(
         effects.c.effect_key,
         effects.c.root_run_id,
@@ -138,7 +141,12 @@ def effects_in_doubt(conn: Connection, root_run_id: str | None = None) -> list[O
         effects.c.attempts,
         effects.c.run_id,
         effects.c.updated_at,
-    ).where(effects.c.status == "in_doubt")
+    ).where(
+        or_(
+            effects.c.status == "in_doubt",
+            and_(effects.c.status == "intent", effects.c.receiver != "idempotent"),
+        )
+    )
     if root_run_id is not None:
         stmt = stmt.where(effects.c.root_run_id == root_run_id)
     return [OpenEffect(*row) for row in conn.execute(stmt.order_by(effects.c.effect_key))]

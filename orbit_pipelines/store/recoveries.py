@@ -14,7 +14,7 @@ from datetime import datetime
 from sqlalchemy import Connection, and_, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 
-from orbit_pipelines.store.tables import effects, recoveries, run_groups, settings
+from orbit_pipelines.store.tables import recoveries, run_groups, settings
 
 AUTO_RECOVERY_SETTING = "auto_recovery"
 
@@ -261,19 +261,3 @@ def set_group_control(
         note=note,
     )
     conn.execute(stmt.on_conflict_do_update(index_elements=[run_groups.c.root_run_id], set_=values))
-
-
-def open_effects(conn: Connection, root_run_id: str) -> list[tuple[str, str, str]]:
-    """Effects of a run group whose outcome is unknown and unsafe to retry blindly:
-    (effect_key, receiver, status). An 'intent' towards an idempotent receiver is safe,
-    because the receiver honours the key."""
-    rows = conn.execute(
-        select(effects.c.effect_key, effects.c.receiver, effects.c.status).where(
-            effects.c.root_run_id == root_run_id,
-            or_(
-                effects.c.status == "in_doubt",
-                and_(effects.c.status == "intent", effects.c.receiver != "idempotent"),
-            ),
-        )
-    )
-    return [(r[0], r[1], r[2]) for r in rows]

@@ -9,6 +9,7 @@ from sqlalchemy import Engine, text
 from orbit_pipelines.recovery.detect import Candidate
 from orbit_pipelines.recovery.policy import backoff_s, decide
 from orbit_pipelines.recovery.settings import RecoverySettings
+from orbit_pipelines.store.effect_ledger import effects_in_doubt, resolve_effect
 from orbit_pipelines.store.recoveries import claim_recovery, set_auto_recovery, set_group_control
 
 SETTINGS = RecoverySettings(backoff_base_s=10, backoff_max_s=100, max_attempts=3)
@@ -73,6 +74,11 @@ def test_effects_in_doubt_hold_the_group(engine: Engine) -> None:
         )
     action, why, _ = _decide(engine, _candidate())
     assert action == "hold" and "pay-7" in why and "ok [" not in why
+    # What holds the group is exactly what `orbit effects` lists and a person can resolve.
+    with engine.begin() as conn:
+        assert [e.effect_key for e in effects_in_doubt(conn, "root-1")] == ["pay-7"]
+        assert resolve_effect(conn, "pay-7", "failed")
+    assert _decide(engine, _candidate())[0] == "launch"
 
 
 def test_budget_and_backoff(engine: Engine) -> None:
