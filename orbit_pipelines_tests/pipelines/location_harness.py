@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dagster import DagsterEventType, DagsterInstance, DagsterRun, DagsterRunStatus
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from orbit_pipelines.store import tables as orbit_tables
 from orbit_pipelines_tests.sensors.harness import BIN, REPO_ROOT, Harness
@@ -159,3 +159,31 @@ class LocationHarness(Harness):
             for run_id, _status in rows:
                 counts[run_id] = counts.get(run_id, 0) + 1
             return counts
+
+    def rows_recommitted(self, root_run_id: str, step_key: str) -> int:
+        """Rows of ``step_key`` committed more than once (the ledger's attempt > 1)."""
+        r = orbit_tables.step_rows
+        with self.engine.connect() as conn:
+            return int(
+                conn.execute(
+                    select(func.count()).where(
+                        r.c.root_run_id == root_run_id, r.c.step_key == step_key, r.c.attempt > 1
+                    )
+                ).scalar_one()
+            )
+
+    def timeline(self, root_run_id: str, child_run_id: str) -> str:
+        """Where the seconds went: queue, run, kill to recovery launch, recovery run."""
+        parent = self.instance.get_run_record_by_id(root_run_id)
+        child = self.instance.get_run_record_by_id(child_run_id)
+        assert parent is not None and child is not None
+        created = parent.create_timestamp.timestamp()
+        parts = {
+            "queued": (parent.start_time or created) - created,
+            "first run": (parent.end_time or 0) - (parent.start_time or 0),
+            "failure -> recovery created": child.create_timestamp.timestamp()
+            - (parent.end_time or 0),
+            "recovery queued": (child.start_time or 0) - child.create_timestamp.timestamp(),
+            "recovery run": (child.end_time or 0) - (child.start_time or 0),
+        }
+        return ", ".join(f"{name} {seconds:.1f}s" for name, seconds in parts.items())

@@ -33,6 +33,7 @@ def test_load_killed_mid_transaction_is_recovered_from_the_checkpointed_frames(
     root = location.launch_job("orders_import", run_config)
 
     child = location.recovered(root)
+    print(f"\n{location.timeline(root, child.run_id)}")
 
     # The first run got through extract and transform; its load died (the injected SIGKILL).
     assert location.steps_started(root) == [

@@ -38,6 +38,7 @@ def test_killed_shard_is_recovered_by_the_sensor_and_every_order_ships_once(
     root = location.launch_job("shipments", run_config)
 
     child = location.recovered(root)
+    print(f"\n{location.timeline(root, child.run_id)}")
 
     # The first run: shard 0 died (the injected SIGKILL), shard 1 finished.
     assert location.steps_failed(root) == [KILLED]
@@ -55,6 +56,7 @@ def test_killed_shard_is_recovered_by_the_sensor_and_every_order_ships_once(
     assert KILL_AFTER - committed[root] <= BATCH
     shard_rows = sum(1 for o in all_ids if shard_of(o, SHARDS) == 0)
     assert committed[child.run_id] == shard_rows - committed[root]
+    assert location.rows_recommitted(root, KILLED) == 0
     assert location.rows_committed(root, OTHER) == {root: ORDERS - shard_rows}
     rerun = location.output_metadata(child.run_id, KILLED)
     assert rerun["rows_skipped_already_done"] == committed[root]
