@@ -113,6 +113,18 @@ def all_codes() -> list[ErrorCode]:
     return sorted(_REGISTRY.values(), key=lambda e: e.code)
 
 
+def concerns_only_its_row(code: str) -> bool:
+    """Whether a row's error can be set aside (quarantined) while the other rows go on.
+
+    Bad input, a rejected request and a row's own logic error concern that row. A
+    configuration or database error (E-2xxx) and refused credentials (E-5xxx) would fail
+    every row the same way, and a retryable external error (a timeout) would pass on a
+    retry: quarantining those would set aside rows that are fine, so they stop the step.
+    """
+    family = code[2:3]
+    return family not in ("2", "5") and not (family == "3" and is_retryable(code))
+
+
 def is_retryable(code: str | None) -> bool:
     """Whether automatic recovery may retry an error with this code.
 

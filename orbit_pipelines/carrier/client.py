@@ -23,9 +23,10 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 from orbit_pipelines.errors import (
+    E2008_BAD_CONFIG,
     E3001_SERVICE_TIMEOUT,
     E3002_RATE_LIMITED,
     E3003_ADDRESS_REJECTED,
@@ -71,10 +72,30 @@ class ShipmentCreated:
     replayed: bool
 
 
+def check_carrier_config(base_url: str, token: str, timeout_s: float) -> None:
+    """Fail with E-2008 before the first call when the configuration cannot work.
+
+    Names the setting (never the token's value): a job fails here, before any shipment.
+    """
+    parts = urlsplit(base_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        shown = base_url if len(base_url) <= 80 else base_url[:77] + "..."
+        raise OrbitError(
+            E2008_BAD_CONFIG,
+            f"carrier base URL {shown!r} is not an http(s) URL with a host",
+            hint="set ORBIT_CARRIER_URL to e.g. http://127.0.0.1:8765",
+        )
+    if not token.strip():
+        raise OrbitError(E2008_BAD_CONFIG, "carrier token is empty", hint="set ORBIT_CARRIER_TOKEN")
+    if timeout_s <= 0:
+        raise OrbitError(E2008_BAD_CONFIG, f"carrier timeout_s must be > 0, not {timeout_s}")
+
+
 class CarrierClient:
     """Calls one carrier at ``base_url`` with a bearer ``token``."""
 
     def __init__(self, base_url: str, token: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+        check_carrier_config(base_url, token, timeout_s)
         self.base_url = base_url.rstrip("/")
         self._token = token
         self.timeout_s = timeout_s

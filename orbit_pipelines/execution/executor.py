@@ -29,7 +29,7 @@ from orbit_pipelines.errors import (
     E4002_EFFECT_IN_DOUBT,
     E4004_ROW_FAILED,
     OrbitError,
-    is_retryable,
+    concerns_only_its_row,
     lookup,
 )
 from orbit_pipelines.execution.aggregations import Aggregation
@@ -239,7 +239,7 @@ class RowExecutor:
                 except Exception as error:
                     code, message = error_fields(error)
                     out.add_tokens(ctx)
-                    if quarantine and not (code.startswith("E-3") and is_retryable(code)):
+                    if quarantine and concerns_only_its_row(code):
                         summary.quarantined += 1
                         out.add(digest, row_key, "quarantined", None, code, message)
                         continue

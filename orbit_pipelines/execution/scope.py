@@ -27,8 +27,9 @@ class ExecutorOptions:
 
     ``on_error="fail_fast"`` stops at the first failing row and fails the step with its
     code; ``"quarantine"`` records the row as quarantined and goes on. Even in quarantine
-    mode a row that raises a *retryable external* error (E-3xxx, e.g. a timeout) fails the
-    step instead, because setting it aside would lose a row a retry would have processed.
+    mode an error that does not concern only its row fails the step instead (see
+    ``errors.concerns_only_its_row``): a retryable external error (a timeout), refused
+    credentials, a configuration error — quarantining those would set aside every row.
     """
 
     batch_size: int = 1000

@@ -23,7 +23,7 @@ def parse_url(url: str) -> URL:
     """Parse a Postgres URL, failing with E-2007 (and the password masked) when it is not one."""
     try:
         parsed = make_url(url)
-    except ArgumentError:
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
         raise OrbitError(
             E2007_BAD_URL,
             f"{mask_url(url)} is not a database URL",
@@ -61,7 +61,7 @@ def mask_url(url: str | URL) -> str:
         return url.render_as_string(hide_password=True)
     try:
         return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
+    except (ArgumentError, ValueError):
         # Not parseable: mask anything between "://user:" and "@" by hand.
         scheme, sep, rest = url.partition("://")
         if sep and "@" in rest:

@@ -45,3 +45,10 @@ def test_non_postgres_urls_fail_with_a_code(bad: str) -> None:
         parse_url(bad)
     assert info.value.code == "E-2007"
     assert "pw" not in str(info.value).replace("postgresql://user:password", "")
+
+
+def test_a_port_that_is_not_a_number_is_e2007_with_the_password_masked() -> None:
+    with pytest.raises(OrbitError) as caught:
+        parse_url("postgresql://orbit:hunter2@db:port/orbit")
+    assert caught.value.error.code == "E-2007"
+    assert "hunter2" not in caught.value.render() and "***" in caught.value.render()
