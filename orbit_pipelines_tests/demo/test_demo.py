@@ -71,6 +71,8 @@ def test_orbit_demo_recovers_the_killed_shard_exactly_once(
     assert report["orders_tracked"] == ORDERS
     assert report["tracking_mismatches"] == 0 and report["mismatch_sample"] == []
     assert report["recovery_runs"] >= 1
+    # The sensor recorded how the recovery ended before the demo stopped the daemon.
+    assert report["recovery_outcomes"][-1] == "SUCCESS"
     # Only the batch in flight when the shard died is done again, never the whole shard.
     assert 1 <= report["rows_redone"] <= BATCH_SIZE
     # The carrier saw each order's key; repeats (a call in flight at the kill) are replays.
