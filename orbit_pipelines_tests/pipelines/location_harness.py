@@ -21,6 +21,8 @@ from dagster import DagsterEventType, DagsterInstance, DagsterRun, DagsterRunSta
 from sqlalchemy import func, select
 
 from orbit_pipelines.store import tables as orbit_tables
+from orbit_pipelines.store.recoveries import Recovery, get_recovery
+from orbit_pipelines_tests.processes import wait_for
 from orbit_pipelines_tests.sensors.harness import BIN, REPO_ROOT, Harness
 
 LOCATION = "orbit_pipelines"
@@ -38,6 +40,16 @@ RECOVERY_ENV = {
 }
 
 
+# The daemon takes queued runs every 5 s by default; each test waits for two of them.
+QUEUE_FAST = """
+run_coordinator:
+  module: dagster
+  class: QueuedRunCoordinator
+  config:
+    dequeue_interval_seconds: 1
+"""
+
+
 @dataclass
 class LocationHarness(Harness):
     """A Dagster deployment of ``orbit_pipelines.definitions`` on one test's database."""
@@ -46,6 +58,9 @@ class LocationHarness(Harness):
 
     def __post_init__(self) -> None:
         # Not the parent's: no test tables, and the workspace names the real location.
+        config = self.home / "dagster.yaml"
+        if "run_coordinator:" not in config.read_text():
+            config.write_text(config.read_text() + QUEUE_FAST)
         self.workspace = self.tmp / "workspace.yaml"
         self.workspace.write_text(
             "load_from:\n"
@@ -98,7 +113,20 @@ class LocationHarness(Harness):
         group = self.instance.get_run_group(child.run_id)
         assert group is not None and group[0] == root_run_id
         assert {r.run_id for r in group[1]} == {root_run_id, child.run_id}
+        # orbit's own record of the decision: found as a failed run, launched once, closed.
+        row = self.wait_recovery(root_run_id, "succeeded")
+        assert (row.reason, row.attempt, row.recovery_run_id) == ("failed", 1, child.run_id), row
         return child
+
+    def wait_recovery(self, run_id: str, status: str, timeout_s: float = 120) -> Recovery:
+        """Wait until the recovery decision recorded for ``run_id`` has ``status``."""
+
+        def found() -> Recovery | None:
+            with self.engine.connect() as conn:
+                row = get_recovery(conn, run_id)
+            return row if row is not None and row.status == status else None
+
+        return wait_for(found, timeout_s=timeout_s, what=f"recovery of {run_id} {status}")  # type: ignore[return-value]
 
     def steps_started(self, run_id: str) -> list[str]:
         """Step keys whose body started in ``run_id`` (Dagster's STEP_START events)."""
