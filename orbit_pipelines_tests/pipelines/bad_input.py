@@ -9,6 +9,7 @@ E-1001 for that row), a non-numeric quantity (E-1003), an empty file (E-1005), a
 from __future__ import annotations
 
 import csv
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,7 +60,7 @@ def corpus_file(name: str, scratch: Path) -> Path:
     return path
 
 
-def failure_text(events: list[DagsterEvent]) -> str:
+def failure_text(events: Sequence[DagsterEvent]) -> str:
     """Every step failure's message, causes included (our OrbitError is the cause)."""
     lines: list[str] = []
     for event in events:

@@ -87,7 +87,7 @@ def test_sigkill_mid_rollup_then_reexecution_gives_the_crash_free_totals(
             if event.is_step_success is False
             and event.step_key == "rollup_sales"
             and event.event_type_value == "STEP_OUTPUT"
-            for k, v in event.step_output_data.metadata.items()  # type: ignore[union-attr]
+            for k, v in event.step_output_data.metadata.items()
         }
 
     assert summary_table(engine) == crash_free
