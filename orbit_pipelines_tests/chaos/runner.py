@@ -67,6 +67,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=list(KINDS),
         help=f"what to kill, taken in turn: {','.join(KINDS)}",
     )
+    parser.add_argument(
+        "--in-order",
+        action="store_true",
+        help="take --jobs and --kinds in the order given (default: kinds shuffled by the seed)",
+    )
     parser.add_argument("--scratch", type=Path, default=None, help="work dir (default: temp)")
     parser.add_argument("--keep", action="store_true", help="keep the work dir and its logs")
     parser.add_argument("--max-failures", type=int, default=0, help="stop after more (0: never)")
@@ -152,7 +157,8 @@ def _run(args: argparse.Namespace, log: Log) -> int:
     seed = args.seed if args.seed is not None else random.randrange(2**31)
     rng = random.Random(seed)
     kinds = list(args.kinds)
-    rng.shuffle(kinds)
+    if not args.in_order:
+        rng.shuffle(kinds)
     results: list[RoundResult] = []
     started = time.monotonic()
     log(f"chaos: {args.rounds} rounds, seed {seed}, jobs {args.jobs}, kinds {kinds}")
@@ -164,7 +170,7 @@ def _run(args: argparse.Namespace, log: Log) -> int:
                 _quiet(world, log)
                 job = args.jobs[(number - 1) % len(args.jobs)]
                 kind = kinds[(number - 1) % len(kinds)]
-                if number > len(kinds) and (number - 1) % len(kinds) == 0:
+                if not args.in_order and number > len(kinds) and (number - 1) % len(kinds) == 0:
                     rng.shuffle(kinds)
                     kind = kinds[0]
                 results.append(play_round(world, number, job, kind, rng, log))
