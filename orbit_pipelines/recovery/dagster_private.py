@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dagster._core.execution.api import create_execution_plan
 from dagster._core.execution.plan.state import KnownExecutionState
+from dagster._core.remote_representation.external import RemoteExecutionPlan
 from dagster._core.storage.tags import RESUME_RETRY_TAG, TAGS_TO_MAYBE_OMIT_ON_RETRY
 from dagster._utils.hosted_user_process import recon_job_from_origin
 
@@ -19,6 +20,7 @@ __all__ = [
     "RESUME_RETRY_TAG",
     "TAGS_TO_MAYBE_OMIT_ON_RETRY",
     "KnownExecutionState",
+    "RemoteExecutionPlan",
     "create_execution_plan",
     "recon_job_from_origin",
 ]

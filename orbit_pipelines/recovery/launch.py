@@ -28,6 +28,7 @@ from sqlalchemy import Engine
 from orbit_pipelines.errors import E2008_BAD_CONFIG, E4010_NOT_RECOVERABLE, OrbitError
 from orbit_pipelines.recovery import dagster_private as dp
 from orbit_pipelines.recovery.settings import RecoverySettings
+from orbit_pipelines.recovery.unstarted_steps import complete_step_list
 from orbit_pipelines.store.recoveries import (
     Recovery,
     attempts_used,
@@ -180,6 +181,10 @@ def _create_run(
     step_keys, known_state = dp.KnownExecutionState.build_resume_retry_reexecution(
         instance, parent_run=parent
     )
+    # Dagster's list misses mapped steps that never started; without them the group would
+    # end SUCCESS with those shards' rows never processed.
+    step_keys = complete_step_list(instance, parent, step_keys)
+    known_state = known_state.update_for_step_selection(step_keys)
     if not step_keys:
         raise OrbitError(
             E4010_NOT_RECOVERABLE, f"run {parent.run_id} has no unfinished step to re-execute"

@@ -1,5 +1,5 @@
 """Found by the chaos runner: a run worker killed while some dynamic shards have not started
-yet loses those shards.
+yet lost those shards (fixed in ``recovery/unstarted_steps.py``).
 
 Recovery re-executes "from failure" with Dagster's own
 ``KnownExecutionState.build_resume_retry_reexecution``. For a dynamic step it retries the
@@ -7,7 +7,8 @@ mapped instances that failed or were interrupted, but not the ones that never st
 unresolved ``ship_shard[?]`` counts as "seen" as soon as one instance ran. The recovery run
 then runs only the failed shard and ``shipping_report``, whose fan-in silently collects the
 outputs that exist, and the run group ends SUCCESS with the unstarted shards' orders never
-shipped. (The UI's "re-execute from failure" computes the same step list.)
+shipped. (The UI's "re-execute from failure" computes the same step list.) Recovery now
+adds every mapped instance the group has not finished.
 """
 
 from __future__ import annotations
@@ -33,11 +34,6 @@ ORDERS = 90
 
 
 @pytest.mark.e2e
-@pytest.mark.xfail(
-    strict=True,
-    reason="recovery does not re-execute dynamic shards that never started (Dagster's "
-    "from-failure step list); remove this mark with the fix",
-)
 def test_worker_killed_before_all_shards_started_ships_every_order(
     dagster_home: Path, db_url: str, engine: Engine, children: ChildProcesses, tmp_path: Path
 ) -> None:

@@ -16,6 +16,11 @@ def test_private_names_import_and_keep_their_shape() -> None:
     for name in ("job", "run_config", "step_keys_to_execute", "known_state", "tags"):
         assert name in plan.parameters, name
     assert list(inspect.signature(dp.recon_job_from_origin).parameters) == ["origin"]
+    for_reexecution = inspect.signature(dp.KnownExecutionState.build_for_reexecution)
+    assert list(for_reexecution.parameters) == ["instance", "parent_run"]
+    assert "dynamic_mappings" in dp.KnownExecutionState._fields
+    assert "execution_plan_snapshot" in inspect.signature(dp.RemoteExecutionPlan).parameters
+    assert callable(dp.RemoteExecutionPlan.execution_deps)
 
 
 def test_public_instance_methods_used_by_launch_exist() -> None:
