@@ -6,7 +6,8 @@ failed or were interrupted, but once one instance of ``ship_shard[?]`` has run, 
 unresolved step counts as seen and the instances that never started (the run worker died
 while they waited for a slot) are not retried. The fan-in downstream then collects only the
 outputs that exist and the run group ends SUCCESS with those shards' rows never processed.
-Found by the chaos runner (``orbit_pipelines_tests/chaos/test_unstarted_shards.py``).
+Found by the chaos runner (``orbit_pipelines_tests/chaos/test_unstarted_shards.py``); the
+same silent loss is reported upstream as dagster-io/dagster#20925 (open; see also #30077).
 
 This module adds them back: every resolved instance of every mapped step whose mapping key
 the run group has seen, that has not succeeded (or been skipped) in any run of the group,
