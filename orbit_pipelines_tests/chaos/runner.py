@@ -106,7 +106,15 @@ def summarize(
             "median": round(statistics.median(times), 1) if times else None,
         },
         "failed_rounds": [
-            {"round": r.number, "job": r.job, "kind": r.kind, "problems": r.verdict.problems[:5]}
+            {
+                "round": r.number,
+                "job": r.job,
+                "kind": r.kind,
+                "kill": r.kill_detail,
+                "lost": r.verdict.lost,
+                "duplicated": r.verdict.duplicated,
+                "problems": r.verdict.problems[:3],
+            }
             for r in failed
         ],
         "ok": not failed and len(results) == rounds_asked,
