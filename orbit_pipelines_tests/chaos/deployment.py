@@ -110,6 +110,12 @@ class ChaosHarness(Harness):
         self.daemon.wait(timeout=30)
         return pid
 
+    def ours(self, pid: int) -> bool:
+        """Whether ``pid`` is a process of our deployment (in the process group of one of
+        the children we started), so a recycled pid of someone else's is never killed."""
+        entry = _process_table().get(pid)
+        return entry is not None and entry[2] in {proc.pid for proc in self.children.procs}
+
     def run_worker_pids(self) -> list[int]:
         """Run workers of our deployment, wherever their code server now is.
 

@@ -189,6 +189,7 @@ class Round:
                 if b.step_key.startswith(_row_step(self.job))
                 and b.host == this_host()
                 and pid_alive(b.pid)
+                and self.h.ours(b.pid)
             ]
             unfinished = [b for b in beats if b.rows_total is None or b.rows_done < b.rows_total]
             if not (unfinished or beats):
