@@ -11,9 +11,6 @@ it at the shipped code location instead of the test-only one.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,7 +20,7 @@ from sqlalchemy import func, select
 from orbit_pipelines.store import tables as orbit_tables
 from orbit_pipelines.store.recoveries import Recovery, get_recovery
 from orbit_pipelines_tests.processes import wait_for
-from orbit_pipelines_tests.sensors.harness import BIN, REPO_ROOT, Harness
+from orbit_pipelines_tests.sensors.harness import REPO_ROOT, Harness
 
 LOCATION = "orbit_pipelines"
 MODULE = "orbit_pipelines.definitions"
@@ -70,32 +67,6 @@ class LocationHarness(Harness):
             f"      working_directory: {REPO_ROOT}\n"
         )
         self.instance = DagsterInstance.get()
-
-    def launch_job(self, job_name: str, run_config: dict[str, Any]) -> str:
-        """Submit ``job_name`` through the daemon's queue, as the UI would; its run id."""
-        run_id = str(uuid.uuid4())
-        done = subprocess.run(
-            [
-                str(BIN / "dagster"),
-                "job",
-                "launch",
-                "-w",
-                str(self.workspace),
-                "-j",
-                job_name,
-                "--run-id",
-                run_id,
-                "--config-json",
-                json.dumps(run_config),
-            ],
-            env=self.env(),
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            timeout=180,
-        )
-        assert done.returncode == 0, done.stderr[-3000:]
-        return run_id
 
     def recovered(self, root_run_id: str, timeout_s: float = 180) -> DagsterRun:
         """Wait for the run to fail and for its one recovery run to end; check that the

@@ -10,8 +10,10 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from dagster import DagsterInstance, DagsterRun, DagsterRunStatus, RunsFilter
 from sqlalchemy import Engine, text
@@ -95,10 +97,16 @@ class Harness:
         return self.daemon
 
     def launch(self, job_name: str, config: dict[str, object], op: str = "process_rows") -> str:
-        """Submit a run through Dagster's queue (as the UI would); returns its id."""
-        before = set(self.instance.get_run_ids(RunsFilter(job_name=job_name)))
-        run_config = {"ops": {op: {"config": config}}}
-        subprocess.run(
+        """Submit a run whose one row op takes ``config``; returns its id."""
+        return self.launch_job(job_name, {"ops": {op: {"config": config}}})
+
+    def launch_job(
+        self, job_name: str, run_config: dict[str, Any], run_id: str | None = None
+    ) -> str:
+        """``dagster job launch`` through the daemon's queue, as the UI would; the run id
+        (chosen here, so a fast failure's recovery run cannot be mistaken for it)."""
+        run_id = run_id or str(uuid.uuid4())
+        done = subprocess.run(
             [
                 str(BIN / "dagster"),
                 "job",
@@ -107,23 +115,19 @@ class Harness:
                 str(self.workspace),
                 "-j",
                 job_name,
+                "--run-id",
+                run_id,
                 "--config-json",
                 json.dumps(run_config),
             ],
             env=self.env(),
             cwd=REPO_ROOT,
-            check=True,
             capture_output=True,
-            timeout=120,
+            text=True,
+            timeout=180,
         )
-        # Only roots: a fast-failing earlier run may already have a recovery run.
-        new = {
-            run.run_id
-            for run in self.instance.get_runs(RunsFilter(job_name=job_name))
-            if run.run_id not in before and run.parent_run_id is None
-        }
-        assert len(new) == 1, new
-        return new.pop()
+        assert done.returncode == 0, f"dagster job launch failed: {done.stderr[-3000:]}"
+        return run_id
 
     def wait_rows(
         self, run_id: str, rows: int, timeout_s: float = 90, step: str = "process_rows"
