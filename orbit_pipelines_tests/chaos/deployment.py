@@ -4,13 +4,12 @@ recovery sensor on short intervals.
 
 It extends the recovery e2e tests' ``Harness`` (same daemon, status and run-group helpers)
 with what the example jobs need: the shipped workspace, the carrier's URL and token in the
-environment of every Dagster process, launches with full run config, and the process tree
-of a run (run worker, step processes) so a round can kill a chosen part of it.
+environment of every Dagster process, and the process tree of a run (run worker, step
+processes) so a round can kill a chosen part of it.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 from dataclasses import dataclass, field
@@ -20,7 +19,7 @@ from dagster import DagsterRun, DagsterRunStatus, RunsFilter
 from orbit_pipelines.dagster_io.dagster_home import shipped_config
 from orbit_pipelines.store.heartbeats import Heartbeat, heartbeats_for_runs
 from orbit_pipelines_tests.carrier.running import TOKEN, RunningCarrier
-from orbit_pipelines_tests.sensors.harness import BIN, REPO_ROOT, Harness
+from orbit_pipelines_tests.sensors.harness import Harness
 
 # Short recovery timings so a round takes seconds (see orbit_pipelines/recovery/settings.py).
 CHAOS_SETTINGS = {
@@ -60,31 +59,6 @@ class ChaosHarness(Harness):
             env["ORBIT_CARRIER_TOKEN"] = TOKEN
         env.update(self.extra_env)
         return env
-
-    def launch_job(self, job_name: str, run_config: dict[str, object], run_id: str) -> None:
-        """``dagster job launch`` with a chosen run id, through the daemon's queue."""
-        done = subprocess.run(
-            [
-                str(BIN / "dagster"),
-                "job",
-                "launch",
-                "-w",
-                str(self.workspace),
-                "-j",
-                job_name,
-                "--run-id",
-                run_id,
-                "--config-json",
-                json.dumps(run_config),
-            ],
-            env=self.env(),
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            timeout=180,
-        )
-        if done.returncode != 0:
-            raise RuntimeError(f"dagster job launch failed: {done.stderr[-2000:]}")
 
     def group_runs(self, root_run_id: str) -> list[DagsterRun]:
         """The root run and every run Dagster groups under it."""

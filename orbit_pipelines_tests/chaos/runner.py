@@ -49,6 +49,24 @@ def _csv(value: str, allowed: Sequence[str]) -> list[str]:
     return items
 
 
+def _pairs(value: str) -> list[tuple[str, str]]:
+    pairs = []
+    for item in _csv(value, [f"{j}:{k}" for j in JOBS for k in KINDS]):
+        job, kind = item.split(":")
+        pairs.append((job, kind))
+    return pairs
+
+
+def _not_skipped(job: str, kind: str, kinds: list[str], skip: list[tuple[str, str]]) -> str:
+    """``kind``, or the next kind in turn when (job, kind) is to be skipped."""
+    start = kinds.index(kind)
+    for offset in range(len(kinds)):
+        candidate = kinds[(start + offset) % len(kinds)]
+        if (job, candidate) not in skip:
+            return candidate
+    raise SystemExit(f"--skip leaves no kind to play for {job}")
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """Command line."""
     parser = argparse.ArgumentParser(
@@ -71,6 +89,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--in-order",
         action="store_true",
         help="take --jobs and --kinds in the order given (default: kinds shuffled by the seed)",
+    )
+    parser.add_argument(
+        "--skip",
+        type=_pairs,
+        default=[],
+        help="job:kind pairs never played, e.g. shipments:worker (the next kind is used)",
     )
     parser.add_argument("--scratch", type=Path, default=None, help="work dir (default: temp)")
     parser.add_argument("--keep", action="store_true", help="keep the work dir and its logs")
@@ -181,6 +205,7 @@ def _run(args: argparse.Namespace, log: Log) -> int:
                 if not args.in_order and number > len(kinds) and (number - 1) % len(kinds) == 0:
                     rng.shuffle(kinds)
                     kind = kinds[0]
+                kind = _not_skipped(job, kind, kinds, args.skip)
                 results.append(play_round(world, number, job, kind, rng, log))
                 failures = sum(1 for r in results if not r.ok)
                 if args.max_failures and failures > args.max_failures:
