@@ -112,7 +112,12 @@ def test_two_daemons_and_orbit_resume_launch_one_recovery(harness: Harness) -> N
     said = resume_log.read_text()
     assert "launched" in said or "already has a recovery" in said, said
     child = harness.wait_child(run_id)
-    assert harness.wait_status(child.run_id, ENDED).status == DagsterRunStatus.SUCCESS
+    # Not asserted: that the child run succeeds. Two daemons on one instance also means two
+    # run-queue coordinators, which Dagster does not support: both may dequeue the same
+    # queued run and the second launch fails it ("interrupted for a run that was already in
+    # a failure state"; seen in CI). What orbit owns, one recovery launched, is checked below;
+    # a recovery run's success and effects-once are the single-daemon e2e tests' job.
+    harness.wait_status(child.run_id, ENDED)
 
     # Exactly one recovery: one row, one launch, one child run, each effect once.
     time.sleep(5)  # a late tick of either sensor must not add anything
@@ -130,4 +135,5 @@ def test_two_daemons_and_orbit_resume_launch_one_recovery(harness: Harness) -> N
         assert _outcomes(log, "launched", run_id) + _outcomes(log, "lost_race", run_id), log
     group = harness.instance.get_run_group(child.run_id)
     assert group is not None and {r.run_id for r in group[1]} == {run_id, child.run_id}
-    assert harness.effects_per_row(run_id) == dict.fromkeys(range(ROWS), 1)
+    # However the child ended, no row's effect happened twice.
+    assert set(harness.effects_per_row(run_id).values()) <= {1}
