@@ -6,10 +6,10 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from orbit_pipelines.cli.database import resolve_database
 from orbit_pipelines.cli.output import EXIT_OK, print_json
 from orbit_pipelines.store.engine import connect_store
 from orbit_pipelines.store.recoveries import auto_recovery_enabled, set_auto_recovery
-from orbit_pipelines.store.urls import mask_url, resolve_url
 
 
 def register(subparsers: Any) -> None:
@@ -27,7 +27,7 @@ def register(subparsers: Any) -> None:
 
 def cmd_auto_recovery(args: argparse.Namespace) -> int:
     """Flip the switch when asked, then report it; the sensor reads it on every tick."""
-    url = resolve_url()
+    url = resolve_database().url
     engine = connect_store(url)
     try:
         with engine.begin() as conn:
@@ -37,7 +37,7 @@ def cmd_auto_recovery(args: argparse.Namespace) -> int:
     finally:
         engine.dispose()
     if args.json:
-        print_json({"auto_recovery": enabled, "database": mask_url(url)})
+        print_json({"auto_recovery": enabled})
         return EXIT_OK
     if enabled:
         print("automatic recovery is ON: the sensor re-executes dead, hung and failed runs")

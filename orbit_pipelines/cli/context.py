@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from dagster import DagsterInstance
 from sqlalchemy import Engine
 
+from orbit_pipelines.cli.database import Database, resolve_database
 from orbit_pipelines.dagster_io.dagster_home import prepare_dagster_home
 from orbit_pipelines.recovery.settings import RecoverySettings
 from orbit_pipelines.store.engine import connect_store
@@ -15,7 +16,6 @@ from orbit_pipelines.store.urls import (
     POSTGRES_URL_ENV,
     dagster_storage_url,
     orbit_home,
-    resolve_url,
 )
 
 
@@ -23,10 +23,15 @@ from orbit_pipelines.store.urls import (
 class RunContext:
     """An open store engine, the Dagster instance and the recovery settings in force."""
 
-    url: str
+    database: Database
     engine: Engine
     instance: DagsterInstance
     settings: RecoverySettings
+
+    @property
+    def url(self) -> str:
+        """The database URL (a secret: print ``database.masked``)."""
+        return self.database.url
 
     def close(self) -> None:
         """Release connections."""
@@ -34,17 +39,18 @@ class RunContext:
         self.instance.dispose()
 
 
-def open_run_context() -> RunContext:
+def open_run_context(*, announce: bool = True) -> RunContext:
     """Connect (one clear error if the database is down), then load the Dagster instance.
 
     Without ``DAGSTER_HOME`` the CLI uses the one ``orbit dev`` prepares, so both see the
     same runs.
     """
-    url = resolve_url()
+    database = resolve_database(announce=announce)
+    url = database.url
     engine = connect_store(url)
     if not os.environ.get("DAGSTER_HOME"):
         os.environ["DAGSTER_HOME"] = str(prepare_dagster_home(orbit_home() / "dagster_home"))
     # Dagster's storage reads the URL from the environment (dagster.yaml); give it psycopg2's.
     os.environ[POSTGRES_URL_ENV] = dagster_storage_url(url)
     instance = DagsterInstance.get()
-    return RunContext(url, engine, instance, RecoverySettings.from_env())
+    return RunContext(database, engine, instance, RecoverySettings.from_env())

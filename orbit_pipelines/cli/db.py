@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from orbit_pipelines.cli.database import resolve_database
 from orbit_pipelines.cli.output import EXIT_FAILURE, EXIT_OK, print_json
 from orbit_pipelines.errors import E2008_BAD_CONFIG, OrbitError
 from orbit_pipelines.store.engine import check_connection, create_store_engine
@@ -53,7 +54,7 @@ def register(subparsers: Any) -> None:
 
 def cmd_upgrade(args: argparse.Namespace) -> int:
     """Apply pending migrations and say which."""
-    url = resolve_url()
+    url = resolve_database().url
     engine = create_store_engine(url)
     check_connection(engine)
     applied = upgrade(engine)
@@ -71,7 +72,7 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     """Report the schema state without changing it."""
-    url = resolve_url()
+    url = resolve_database().url
     engine = create_store_engine(url)
     check_connection(engine)
     state = status(engine)

@@ -7,13 +7,14 @@ import os
 import sys
 from typing import Any
 
+from orbit_pipelines.cli.database import resolve_database
 from orbit_pipelines.dagster_io.dagster_home import (
     dagster_env,
     prepare_dagster_home,
     shipped_config,
 )
 from orbit_pipelines.store.engine import connect_store
-from orbit_pipelines.store.urls import mask_url, orbit_home, resolve_url
+from orbit_pipelines.store.urls import orbit_home
 
 
 def register(subparsers: Any) -> None:
@@ -28,11 +29,12 @@ def register(subparsers: Any) -> None:
 
 def cmd_dev(args: argparse.Namespace) -> int:
     """Prepare the database and DAGSTER_HOME, then replace this process with `dagster dev`."""
-    url = resolve_url()
+    database = resolve_database(announce=False)
+    url = database.url
     connect_store(url).dispose()  # fail here, clearly, before Dagster starts
     home = prepare_dagster_home(orbit_home() / "dagster_home")
     env = dagster_env(home, url)
-    print(f"orbit: Postgres {mask_url(url)}")
+    print(f"orbit: database {database.describe()}")
     print(f"orbit: DAGSTER_HOME {home}")
     print(f"orbit: web UI on http://{args.host}:{args.port}", flush=True)
     argv = [

@@ -14,7 +14,7 @@ from typing import Any
 from dagster import DagsterRun, DagsterRunStatus
 
 from orbit_pipelines.cli.context import RunContext, open_run_context
-from orbit_pipelines.cli.output import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, print_json
+from orbit_pipelines.cli.output import EXIT_FAILURE, EXIT_OK, print_json, print_usage_error
 from orbit_pipelines.cli.render import interrupted_text, overview_json, status_text
 from orbit_pipelines.errors import (
     E1010_UNKNOWN_RUN,
@@ -241,13 +241,30 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 def cmd_recover(args: argparse.Namespace) -> int:
     """Make the sensor's decision for every interrupted group now (at most --max launches)."""
+    if args.max is not None and args.max < 1:
+        return print_usage_error("--max must be at least 1", "", as_json=args.json)
 
     def body(ctx: RunContext, args: argparse.Namespace) -> int:
-        if args.max is not None and args.max < 1:
-            print("error: --max must be at least 1", file=sys.stderr)
-            return EXIT_USAGE
         if not args.auto_resume:
             groups = interrupted_groups(ctx.instance, ctx.engine, ctx.settings)
+            if args.json:
+                print_json(
+                    {
+                        "acted": False,
+                        "interrupted": [
+                            {
+                                "root_run_id": g.root_run_id,
+                                "latest_run_id": g.latest_run_id,
+                                "job_name": g.job_name,
+                                "state": g.state,
+                                "plan": g.plan,
+                                "needs_person": g.needs_person,
+                            }
+                            for g in groups
+                        ],
+                    }
+                )
+                return EXIT_FAILURE if any(g.needs_person for g in groups) else EXIT_OK
             for group in groups:
                 print(f"{group.latest_run_id} ({group.job_name}, {group.state}): {group.plan}")
             print(f"{len(groups)} interrupted; add --auto-resume to act")
@@ -263,7 +280,7 @@ def cmd_recover(args: argparse.Namespace) -> int:
             "failed": sum(1 for o in outcomes if o.action == "error"),
         }
         if args.json:
-            print_json({**summary, "decisions": [o.__dict__ for o in outcomes]})
+            print_json({"acted": True, **summary, "decisions": [o.__dict__ for o in outcomes]})
         else:
             for outcome in outcomes:
                 print(outcome.line())
@@ -280,8 +297,11 @@ def cmd_effects(args: argparse.Namespace) -> int:
         words: list[str] = args.words
         if words[0] == "resolve":
             if len(words) != 2 or not (args.succeeded or args.failed):
-                print("usage: orbit effects resolve KEY --succeeded|--failed", file=sys.stderr)
-                return EXIT_USAGE
+                return print_usage_error(
+                    "resolve needs one KEY and --succeeded or --failed",
+                    "usage: orbit effects resolve KEY --succeeded|--failed",
+                    as_json=args.json,
+                )
             outcome = "succeeded" if args.succeeded else "failed"
             with ctx.engine.begin() as conn:
                 changed = resolve_effect(conn, words[1], outcome, resolved_by="cli")
@@ -289,11 +309,15 @@ def cmd_effects(args: argparse.Namespace) -> int:
                 raise OrbitError(
                     E1011_NOT_INTERRUPTED, f"effect {words[1]} is not in doubt (or does not exist)"
                 )
-            print(f"effect {words[1]} settled as {outcome}")
+            if args.json:
+                print_json({"effect_key": words[1], "outcome": outcome})
+            else:
+                print(f"effect {words[1]} settled as {outcome}")
             return EXIT_OK
         if len(words) != 1:
-            print("usage: orbit effects RUN_ID", file=sys.stderr)
-            return EXIT_USAGE
+            return print_usage_error(
+                "effects takes one RUN_ID", "usage: orbit effects RUN_ID", as_json=args.json
+            )
         root_id, _root, _latest = _latest_run(ctx, words[0])
         with ctx.engine.connect() as conn:
             open_effects = effects_in_doubt(conn, root_id)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
+from urllib.parse import quote
 
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
@@ -19,10 +21,57 @@ def orbit_home() -> Path:
     return Path(os.environ.get(ORBIT_HOME_ENV) or Path.home() / ".orbit")
 
 
+# A query parameter or libpq keyword that carries a secret.
+_SECRET_QUERY = re.compile(r"(?i)([?&](?:password|passwd|sslpassword)=)[^&#]*")
+_SECRET_KEYWORD = re.compile(
+    r"(?i)\b((?:password|passwd|sslpassword)\s*=\s*)('(?:[^'\\]|\\.)*'|\S*)"
+)
+
+
+def _split_credentials(url: str) -> tuple[str, str, str] | None:
+    """``(scheme://, user[:password], @rest)`` split at the *last* ``@`` of the authority.
+
+    A password with an unescaped ``@`` (``etl:p@ss@host``) would otherwise be cut at its
+    first ``@``, and the part after it taken for the host (and printed).
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return None
+    first_at = rest.find("@")
+    if first_at < 0:
+        return None
+    query = rest.find("?", first_at)
+    at = (rest[:query] if query >= 0 else rest).rfind("@")
+    return scheme + sep, rest[:at], rest[at:]
+
+
+def _escape_password(url: str) -> str:
+    """Percent-encode a password that holds ``@``, so it parses as the person meant."""
+    parts = _split_credentials(url)
+    if parts is None or "@" not in parts[1]:
+        return url
+    prefix, creds, rest = parts
+    user, colon, password = creds.partition(":")
+    if not colon:
+        return url
+    return f"{prefix}{user}:{quote(password, safe='')}{rest}"
+
+
+def is_keyword_string(url: str) -> bool:
+    """Whether ``url`` is a libpq keyword/value string (``host=... dbname=...``), not a URL."""
+    return "://" not in url and "=" in url
+
+
 def parse_url(url: str) -> URL:
     """Parse a Postgres URL, failing with E-2007 (and the password masked) when it is not one."""
+    if is_keyword_string(url):
+        raise OrbitError(
+            E2007_BAD_URL,
+            f"'{mask_url(url)}' is a libpq keyword string, not a URL",
+            hint="write it as postgresql://user:password@host:5432/database",
+        )
     try:
-        parsed = make_url(url)
+        parsed = make_url(_escape_password(url))
     except (ArgumentError, ValueError):  # ValueError: a port that is not a number
         raise OrbitError(
             E2007_BAD_URL,
@@ -56,19 +105,41 @@ def dagster_storage_url(url: str) -> str:
 
 
 def mask_url(url: str | URL) -> str:
-    """Render a URL with its password replaced by ``***``; safe for logs and CLI output."""
+    """Render a URL with every password replaced by ``***``; safe for logs and CLI output.
+
+    Covers the password in the authority (also one with an unescaped ``@``), a
+    ``?password=`` query parameter and a libpq keyword string (``host=... password=...``).
+    Text that is no URL at all is returned with any ``password=`` value masked.
+    """
     if isinstance(url, URL):
-        return url.render_as_string(hide_password=True)
+        return _SECRET_QUERY.sub(r"\1***", url.render_as_string(hide_password=True))
+    if is_keyword_string(url):
+        return _SECRET_KEYWORD.sub(r"\1***", url)
+    parts = _split_credentials(url)
+    if parts is not None:
+        prefix, creds, rest = parts
+        user, colon, _password = creds.partition(":")
+        url = f"{prefix}{user}:***{rest}" if colon else url
+    return _SECRET_QUERY.sub(r"\1***", _SECRET_KEYWORD.sub(r"\1***", url))
+
+
+def mask_secrets(text: str, url: str | None = None) -> str:
+    """``text`` with ``url`` (if given) replaced by its masked form and any other
+    ``scheme://user:password@`` or ``password=`` in it masked: for error messages that
+    quote a driver or library whose wording we do not control."""
+    if url:
+        text = text.replace(url, mask_url(url))
+    text = re.sub(r"(\w+://[^\s:/@]*:)[^\s]*@(?=[^\s@]*(?:\s|$))", r"\1***@", text)
+    return _SECRET_QUERY.sub(r"\1***", _SECRET_KEYWORD.sub(r"\1***", text))
+
+
+def safe_target(url: str) -> str:
+    """``host:port/database`` with no user or password, for event metadata and logs; a URL
+    that does not parse gives ``(unparseable URL)`` rather than any part of it."""
     try:
-        return make_url(url).render_as_string(hide_password=True)
-    except (ArgumentError, ValueError):
-        # Not parseable: mask anything between "://user:" and "@" by hand.
-        scheme, sep, rest = url.partition("://")
-        if sep and "@" in rest:
-            creds, _, host = rest.rpartition("@")
-            user = creds.split(":", 1)[0]
-            return f"{scheme}://{user}:***@{host}"
-        return url
+        return describe_target(url)
+    except OrbitError:
+        return "(unparseable URL)"
 
 
 def describe_target(url: str | URL) -> str:

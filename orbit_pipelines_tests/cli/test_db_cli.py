@@ -72,7 +72,9 @@ def test_wrong_url_is_one_clear_line_with_the_password_masked() -> None:
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert "hunter2" not in result.stderr + result.stdout
-    first_line = result.stderr.strip().splitlines()[0]
+    lines = result.stderr.strip().splitlines()
+    assert lines[0].startswith("orbit: database postgresql://etl:***@127.0.0.1:")  # which one
+    first_line = lines[1]
     assert first_line.startswith("error: E-2001")
     assert f"127.0.0.1:{port}/orbit" in first_line
 

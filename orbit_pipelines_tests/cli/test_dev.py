@@ -69,5 +69,5 @@ def test_orbit_dev_serves_the_ui_with_our_jobs(
     assert proc.poll() is None, log.read_text()[-3000:]
     assert "store_health" in _job_names(port)
     output = log.read_text()
-    assert "orbit: Postgres postgresql://" in output
+    assert "orbit: database postgresql://" in output
     assert (tmp_path / "orbit" / "dagster_home" / "dagster.yaml").exists()

@@ -135,8 +135,8 @@ def test_unknown_run_and_finished_run_get_one_clear_line(
 ) -> None:
     for command in ("status", "resume", "restart", "cancel"):
         result = orbit(command, "no-such-run")
-        assert result.returncode == 1, command
-        assert result.stderr.startswith("error: E-1010 no run with id no-such-run"), command
+        assert result.returncode == 2, command  # a usage error: the id names no run
+        assert "\nerror: E-1010 no run with id no-such-run" in result.stderr, command
         assert "Traceback" not in result.stderr
     with DagsterInstance.get() as instance:
         ok = execute_job(reconstructable(fine_job), instance=instance)
@@ -158,7 +158,8 @@ def test_database_down_is_one_clear_line() -> None:
         },
     )
     assert result.returncode == 1
-    assert result.stderr.startswith("error: E-2001 cannot connect to Postgres at 127.0.0.1")
+    assert result.stderr.startswith("orbit: database postgresql://etl:***@127.0.0.1:")
+    assert "\nerror: E-2001 cannot connect to Postgres at 127.0.0.1" in result.stderr
     assert "hunter2" not in result.stderr and "Traceback" not in result.stderr
 
 
