@@ -13,8 +13,8 @@ from dagster._core.execution.api import create_execution_plan
 
 from orbit_pipelines.cli import main
 from orbit_pipelines.cli.failures import as_orbit_error
-from orbit_pipelines_tests.cli.test_runs_cli import Result, _failed_run
 from orbit_pipelines_tests.cli.jobs import timeout_job
+from orbit_pipelines_tests.cli.test_runs_cli import Result, _failed_run
 
 
 @pytest.fixture
