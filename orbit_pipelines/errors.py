@@ -54,6 +54,11 @@ E1007_FIELD_TOO_LARGE = _register("E-1007", "input field exceeds the size limit"
 E1010_UNKNOWN_RUN = _register("E-1010", "no such run", retryable=False)
 E1011_NOT_INTERRUPTED = _register("E-1011", "run is not interrupted", retryable=False)
 E1012_NOT_CONFIRMED = _register("E-1012", "action needs confirmation", retryable=False)
+E1013_KEY_MISSING = _register("E-1013", "row key is missing", retryable=False)
+E1014_KEY_UNUSABLE = _register("E-1014", "row key cannot be used as a key", retryable=False)
+E1015_VALUE_UNRECORDABLE = _register(
+    "E-1015", "row value cannot be recorded or aggregated", retryable=False
+)
 
 # E-2xxx configuration
 E2001_DB_UNREACHABLE = _register("E-2001", "cannot reach Postgres", retryable=True)
@@ -80,6 +85,9 @@ E3004_SERVICE_UNAVAILABLE = _register("E-3004", "external service unavailable", 
 E3005_REQUEST_REFUSED = _register(
     "E-3005", "external service refused the request as invalid", retryable=False
 )
+E3010_DATABASE_UNAVAILABLE = _register(
+    "E-3010", "Postgres unavailable, restarting or out of connections", retryable=True
+)
 
 # E-4xxx step logic
 E4001_STEP_FAILED = _register("E-4001", "step failed", retryable=True)
@@ -91,6 +99,15 @@ E4004_ROW_FAILED = _register("E-4004", "row handler raised", retryable=True)
 E4005_CHECKPOINT_MISSING = _register("E-4005", "checkpointed output not found", retryable=False)
 E4006_CHECKPOINT_CORRUPT = _register(
     "E-4006", "checkpointed output does not match its content hash", retryable=False
+)
+E4007_EFFECT_KEY_REUSED = _register(
+    "E-4007", "effect key already used by another row", retryable=False
+)
+E4008_EFFECT_RESULT_UNRECORDABLE = _register(
+    "E-4008", "effect result cannot be recorded", retryable=False
+)
+E4009_STALE_EXECUTION = _register(
+    "E-4009", "stale execution: a newer execution owns this step", retryable=False
 )
 E4010_NOT_RECOVERABLE = _register(
     "E-4010", "run cannot be re-executed from failure", retryable=False

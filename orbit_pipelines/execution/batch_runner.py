@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from hashlib import blake2b
 from operator import itemgetter
 from typing import Any
 
@@ -26,6 +25,7 @@ from orbit_pipelines.execution.executor import (
     StepFailed,
     _chunks,
     _Outcomes,
+    _row_key,
     error_fields,
 )
 from orbit_pipelines.execution.heartbeat import beat
@@ -101,8 +101,11 @@ def run_batches(
         _execute(ex, batch, sink, summary)
 
     for chunk in _chunks(rows, size):
-        keys = [str(key_of(r)) for r in chunk]
-        digests = [blake2b(k.encode(), digest_size=16).digest() for k in keys]
+        # A bad key here stops the step (RowKeyError, E-1013/E-1014): a batch has no
+        # place to quarantine one member.
+        keyed = [_row_key(key_of(r)) for r in chunk]
+        keys = [k for k, _ in keyed]
+        digests = [d for _, d in keyed]
         is_done = done_set.contains(np.frombuffer(b"".join(digests), dtype=HASH_DTYPE))
         for i, row in enumerate(chunk):
             seen += 1
@@ -163,6 +166,7 @@ def _execute(ex: RowExecutor, batch: _Open, sink: Sink, summary: RunSummary) -> 
         row_ledger.write_row_outcomes(
             conn, scope.root_run_id, scope.step_key, scope.run_id, out.rows()
         )
+        ex.check_fence()
         conn.commit()
         summary.failed += len(row_keys)
         raise StepFailed(
@@ -176,6 +180,7 @@ def _execute(ex: RowExecutor, batch: _Open, sink: Sink, summary: RunSummary) -> 
     row_ledger.write_row_outcomes(conn, scope.root_run_id, scope.step_key, scope.run_id, out.rows())
     batch_store.set_batch_status(conn, batch_id, "completed", scope.run_id)
     summary.done += len(row_keys)
-    beat(conn, scope, summary.done + summary.skipped_already_done, None)
+    ex.check_fence()
+    beat(conn, scope, ex.epoch, summary.done + summary.skipped_already_done, None)
     conn.commit()
     summary.batches_committed += 1

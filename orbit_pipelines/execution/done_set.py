@@ -17,16 +17,25 @@ class DoneSet:
     """Membership of row-key hashes: a binary search over the first 8 bytes, confirmed on
     the last 8 (one 16 MB pair of arrays for a million rows, no Python set).
 
-    Loaded once when a step starts; rows finished during this run are not added, because
-    the executor never meets the same key twice in one pass.
+    Loaded once when a step starts; the keys this run handles are tracked by ``SeenKeys``.
     """
 
     def __init__(self, hashes: np.ndarray) -> None:
         hi, lo = _halves(hashes)
+        self._set(hi, lo)
+
+    def _set(self, hi: np.ndarray, lo: np.ndarray) -> None:
         order = np.argsort(hi, kind="stable")
         self._n = int(hi.shape[0])
         self._hi = hi[order]
         self._lo = lo[order]
+
+    @classmethod
+    def union(cls, a: DoneSet, b: DoneSet) -> DoneSet:
+        """One set holding both (for merging levels of ``SeenKeys``)."""
+        merged = cls.__new__(cls)
+        merged._set(np.concatenate([a._hi, b._hi]), np.concatenate([a._lo, b._lo]))
+        return merged
 
     def __len__(self) -> int:
         return self._n
@@ -53,4 +62,36 @@ class DoneSet:
                     break
                 j += 1
         found[order] = hit
+        return found
+
+
+class SeenKeys:
+    """The keys handled so far in this run, so that a key met again in a later batch is
+    never handled twice (whatever the batch size).
+
+    Levels of sorted arrays, merged when a newer level grows as large as the one before it
+    (a log-structured merge): 16 bytes per key, O(log n) levels to search per batch, and
+    each key re-sorted O(log n) times over a run.
+    """
+
+    def __init__(self) -> None:
+        self._levels: list[DoneSet] = []
+
+    def __len__(self) -> int:
+        return sum(len(level) for level in self._levels)
+
+    def add(self, hashes: np.ndarray) -> None:
+        """Remember ``hashes`` (dtype ``S16``)."""
+        if hashes.shape[0] == 0:
+            return
+        self._levels.append(DoneSet(hashes))
+        while len(self._levels) > 1 and len(self._levels[-1]) >= len(self._levels[-2]):
+            newer = self._levels.pop()
+            self._levels[-1] = DoneSet.union(self._levels[-1], newer)
+
+    def contains(self, hashes: np.ndarray) -> np.ndarray:
+        """A bool array: which of ``hashes`` were handled already."""
+        found = np.zeros(hashes.shape[0], dtype=bool)
+        for level in self._levels:
+            found |= level.contains(hashes)
         return found

@@ -2,29 +2,43 @@
 
 Three kinds of receiver:
 
-- ``"idempotent"`` honours an idempotency key: ``fn(idempotency_key)``. The intent is
-  recorded first; an attempt cut short by a crash is simply repeated with the same key,
-  and the receiver drops the duplicate.
+- ``"idempotent"`` (the default) honours an idempotency key: ``fn(idempotency_key)``, or
+  ``fn()`` when ``fn`` takes no argument. The intent is recorded first; an attempt cut short
+  by a crash is simply repeated with the same key, and the receiver drops the duplicate.
 - ``"transactional"`` lives in the same Postgres database: ``fn(conn)`` runs on the
   executor's connection inside the batch transaction, under a savepoint. The effect, its
-  ledger row and the row status commit together: exactly once, nothing to reconcile.
+  ledger row and the row status commit together, in the batch's one commit: exactly
+  once, nothing to reconcile.
 - ``"unsafe"`` honours nothing: ``fn()``. The intent is committed before the call; an
   intent found after a crash means the outcome is unknown. The key is marked ``in_doubt``
   and the row is held (E-4002) until a ``reconcile`` callback or a person
   (``store.effect_ledger.resolve_effect``) settles it. It is never blindly repeated.
+
+An effect key belongs to the row that first used it: another row using it fails with
+E-4007 naming both. Results are recorded with ``store.value_codec`` (Decimal, datetime,
+numpy scalars, NaN ... come back as they went in); a result it cannot record is E-4008,
+raised before the effect is marked as anything but its intent.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import psycopg
 
-from orbit_pipelines.errors import E4002_EFFECT_IN_DOUBT, E4004_ROW_FAILED, OrbitError
+from orbit_pipelines.errors import (
+    E4002_EFFECT_IN_DOUBT,
+    E4004_ROW_FAILED,
+    E4007_EFFECT_KEY_REUSED,
+    E4008_EFFECT_RESULT_UNRECORDABLE,
+    OrbitError,
+)
 from orbit_pipelines.execution.scope import RunScope
-from orbit_pipelines.store import effect_ledger
+from orbit_pipelines.execution.side_connection import SideConnection
+from orbit_pipelines.store import effect_ledger, value_codec
 
 Receiver = Literal["idempotent", "transactional", "unsafe"]
 
@@ -69,18 +83,47 @@ def _error_fields(error: BaseException) -> tuple[str, str]:
     return E4004_ROW_FAILED.code, f"{type(error).__name__}: {error}"
 
 
+def _takes_no_argument(fn: Callable[..., Any]) -> bool:
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):  # a builtin without a signature: call it as documented
+        return False
+    positional = [
+        p
+        for p in params
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)
+    ]
+    return not positional
+
+
+def _checked_result(effect_key: str, result: Any) -> Any:
+    try:
+        value_codec.encode(result)
+    except (value_codec.UnrecordableValue, ValueError) as error:
+        raise OrbitError(
+            E4008_EFFECT_RESULT_UNRECORDABLE,
+            f"effect {effect_key} returned a value that cannot be recorded: {error}",
+            hint="return JSON types, Decimal, datetime, UUID, bytes, tuples or numpy scalars",
+        ) from None
+    return result
+
+
 class EffectGuard:
-    """Runs effects for one step; holds the executor's two connections."""
+    """Runs effects for one step; uses the executor's two connections."""
 
     def __init__(
         self,
         scope: RunScope,
         tx_conn: psycopg.Connection,
-        side_conn: Callable[[], psycopg.Connection],
+        side: SideConnection,
+        epoch: int,
+        open_batch: Callable[[], None],
     ) -> None:
         self._scope = scope
         self._tx = tx_conn
-        self._side = side_conn
+        self._side = side
+        self._epoch = epoch
+        self._open_batch = open_batch
 
     def full_key(self, key: str) -> str:
         """Keys are scoped to the logical run and step, so two runs never share an effect."""
@@ -93,29 +136,37 @@ class EffectGuard:
         *,
         receiver: Receiver,
         row_key: str | None,
+        row_hash: bytes | None,
         reconcile: ReconcileFn | None = None,
     ) -> Any:
         """Run ``fn`` unless the ledger says it already happened; return its result."""
         effect_key = self.full_key(key)
         if receiver == "transactional":
-            return self._transactional(effect_key, fn, row_key)
+            return self._transactional(effect_key, fn, row_key, row_hash)
         if receiver not in ("idempotent", "unsafe"):
             raise ValueError(f"unknown receiver {receiver!r}")
-        conn = self._side()
-        record = self._claim(conn, effect_key, receiver, row_key, "intent")
-        if record is not None:
-            if record.status == "succeeded":
-                return record.result
-            if record.status in ("intent", "in_doubt") and receiver == "unsafe":
-                return self._in_doubt(conn, effect_key, key, fn, reconcile)
-            effect_ledger.retry(conn, effect_key=effect_key, status="intent", run_id=self._run_id)
-        return self._call(
-            conn, effect_key, lambda: fn(effect_key) if receiver == "idempotent" else fn()
-        )
+        if receiver == "unsafe" or _takes_no_argument(fn):
+            call: Callable[[], Any] = fn
+        else:
 
-    @property
-    def _run_id(self) -> str:
-        return self._scope.run_id
+            def call() -> Any:
+                return fn(effect_key)
+
+        with self._side.use() as conn:
+            record = self._claim(conn, effect_key, receiver, row_key, row_hash, "intent")
+            if record is not None:
+                if record.status == "succeeded":
+                    if record.error_code == E4008_EFFECT_RESULT_UNRECORDABLE.code:
+                        raise OrbitError(
+                            E4008_EFFECT_RESULT_UNRECORDABLE,
+                            f"effect {effect_key} happened but its result could not be "
+                            "recorded, so it cannot be returned again",
+                        )
+                    return record.result
+                if record.status in ("intent", "in_doubt") and receiver == "unsafe":
+                    return self._in_doubt(conn, effect_key, key, call, reconcile)
+                self._retry(conn, effect_key, "intent")
+        return self._call(effect_key, call)
 
     def _claim(
         self,
@@ -123,29 +174,76 @@ class EffectGuard:
         effect_key: str,
         receiver: str,
         row_key: str | None,
+        row_hash: bytes | None,
         status: str,
     ) -> effect_ledger.EffectRecord | None:
-        return effect_ledger.claim(
+        record = effect_ledger.claim(
             conn,
             effect_key=effect_key,
             root_run_id=self._scope.root_run_id,
             step_key=self._scope.step_key,
             row_key=row_key,
+            row_hash=row_hash,
             receiver=receiver,
             status=status,
-            run_id=self._run_id,
+            run_id=self._scope.run_id,
+            epoch=self._epoch,
+        )
+        if (
+            record is not None
+            and row_hash is not None
+            and record.row_hash is not None
+            and record.row_hash != row_hash.hex()
+        ):
+            raise OrbitError(
+                E4007_EFFECT_KEY_REUSED,
+                f"effect key {key_of(effect_key)!r} of row {row_key!r} was first used by row "
+                f"{record.row_key!r}; each row needs its own effect keys",
+                hint="build the key from the row's own key, e.g. f'charge:{row_key}'",
+            )
+        return record
+
+    def _retry(self, conn: psycopg.Connection, effect_key: str, status: str) -> None:
+        effect_ledger.retry(
+            conn,
+            effect_key=effect_key,
+            status=status,
+            run_id=self._scope.run_id,
+            root_run_id=self._scope.root_run_id,
+            step_key=self._scope.step_key,
+            epoch=self._epoch,
         )
 
-    def _call(self, conn: psycopg.Connection, effect_key: str, call: Callable[[], Any]) -> Any:
+    def _call(self, effect_key: str, call: Callable[[], Any]) -> Any:
         try:
             result = call()
         except Exception as error:
             code, message = _error_fields(error)
-            effect_ledger.finish(
-                conn, effect_key=effect_key, status="failed", error_code=code, error_message=message
-            )
+            with self._side.use() as conn:
+                effect_ledger.finish(
+                    conn,
+                    effect_key=effect_key,
+                    status="failed",
+                    error_code=code,
+                    error_message=value_codec.safe_text(message),
+                )
             raise
-        effect_ledger.finish(conn, effect_key=effect_key, status="succeeded", result=result)
+        try:
+            _checked_result(effect_key, result)
+        except OrbitError:
+            # It happened; what it returned cannot be kept. Recorded as succeeded so it is
+            # never repeated; the row fails with E-4008 and a replay fails the same way.
+            with self._side.use() as conn:
+                effect_ledger.finish(
+                    conn,
+                    effect_key=effect_key,
+                    status="succeeded",
+                    error_code=E4008_EFFECT_RESULT_UNRECORDABLE.code,
+                    error_message="result could not be recorded",
+                )
+            raise
+        with self._side.use() as conn:
+            effect_ledger.finish(conn, effect_key=effect_key, status="succeeded", result=result)
         return result
 
     def _in_doubt(
@@ -153,7 +251,7 @@ class EffectGuard:
         conn: psycopg.Connection,
         effect_key: str,
         key: str,
-        fn: Callable[..., Any],
+        call: Callable[[], Any],
         reconcile: ReconcileFn | None,
     ) -> Any:
         effect_ledger.finish(conn, effect_key=effect_key, status="in_doubt")
@@ -169,26 +267,36 @@ class EffectGuard:
                 resolved_by="reconcile",
             )
             return found.result
-        effect_ledger.retry(conn, effect_key=effect_key, status="intent", run_id=self._run_id)
-        return self._call(conn, effect_key, fn)
+        self._retry(conn, effect_key, "intent")
+        return self._call(effect_key, call)
 
     def _transactional(
-        self, effect_key: str, fn: Callable[[psycopg.Connection], Any], row_key: str | None
+        self,
+        effect_key: str,
+        fn: Callable[[psycopg.Connection], Any],
+        row_key: str | None,
+        row_hash: bytes | None,
     ) -> Any:
-        # A savepoint: if fn fails, its writes and the ledger row go, the batch stays usable.
-        # The claim records 'succeeded' up front: inside the savepoint it only survives if
-        # fn does, which saves a round trip per effect on the hot path.
+        # The batch transaction must already be open: on an idle connection psycopg's
+        # transaction() is a BEGIN ... COMMIT of its own, and the effect would commit
+        # before (and without) its row. Opened, it is a savepoint inside the batch.
+        self._open_batch()
         with self._tx.transaction():
-            record = self._claim(self._tx, effect_key, "transactional", row_key, "succeeded")
+            record = self._claim(
+                self._tx, effect_key, "transactional", row_key, row_hash, "succeeded"
+            )
             if record is not None and record.status == "succeeded":
                 return record.result
             if record is not None:
-                effect_ledger.retry(
-                    self._tx, effect_key=effect_key, status="succeeded", run_id=self._run_id
-                )
-            result = fn(self._tx)
+                self._retry(self._tx, effect_key, "succeeded")
+            result = _checked_result(effect_key, fn(self._tx))
             if result is not None:
                 effect_ledger.finish(
                     self._tx, effect_key=effect_key, status="succeeded", result=result
                 )
             return result
+
+
+def key_of(effect_key: str) -> str:
+    """The user's part of a full effect key (``root/step/key`` -> ``key``)."""
+    return effect_key.split("/", 2)[-1]

@@ -5,14 +5,21 @@
         summary = ex.run(rows, key="order_id", handler=handle, aggregations={"total": Sum()})
 
 Every batch commits, in one transaction: the row statuses, the tokens of forked rows, the
-aggregation states (which reflect exactly those rows), the transactional effects and a
-heartbeat. A crash loses at most the batch in flight; the next run loads the done set
-once (one sorted array) and skips those rows.
+aggregation states (which reflect exactly those rows), the transactional effects, a
+heartbeat and the check of this execution's fencing epoch. A crash loses at most the
+batch in flight; the next run loads the done set once (one sorted array) and skips those
+rows. What goes wrong is classified before anything is recorded:
+
+- a fault of the row (a bad or missing key, a value that cannot be recorded or aggregated,
+  an error the handler raised) quarantines that row (or stops the step in fail_fast mode);
+- a fault of the infrastructure (Postgres down, restarting, out of connections or disk)
+  stops the step with the retryable E-3010 and records nothing about the row;
+- a newer execution owning the step (a recovery took over while this one was paused)
+  stops it with E-4009 and nothing of the batch commits.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from hashlib import blake2b
@@ -26,28 +33,40 @@ import psycopg
 from sqlalchemy import Engine
 
 from orbit_pipelines.errors import (
+    E1013_KEY_MISSING,
+    E1015_VALUE_UNRECORDABLE,
+    E3010_DATABASE_UNAVAILABLE,
     E4002_EFFECT_IN_DOUBT,
     E4004_ROW_FAILED,
+    E4009_STALE_EXECUTION,
     OrbitError,
     concerns_only_its_row,
     lookup,
 )
 from orbit_pipelines.execution.aggregations import Aggregation
-from orbit_pipelines.execution.done_set import HASH_DTYPE, DoneSet
+from orbit_pipelines.execution.done_set import HASH_DTYPE, DoneSet, SeenKeys
 from orbit_pipelines.execution.effects import EffectGuard, EffectInDoubt
 from orbit_pipelines.execution.heartbeat import HeartbeatThread, beat
+from orbit_pipelines.execution.keys import RowKeyError, canonical_key, printable, row_key_hash
 from orbit_pipelines.execution.row_context import RowContext
 from orbit_pipelines.execution.scope import ExecutorOptions, ProgressEvent, RunScope, RunSummary
+from orbit_pipelines.execution.side_connection import SideConnection
 from orbit_pipelines.store import row_ledger
 from orbit_pipelines.store.aggregation_state import load_aggregations, save_aggregations
+from orbit_pipelines.store.faults import is_infrastructure
+from orbit_pipelines.store.fences import FencedOut, claim_epoch, current_epoch
 from orbit_pipelines.store.raw_connection import connect_raw
+from orbit_pipelines.store.value_codec import safe_text
 
 Handler = Callable[[Any, RowContext], Any]
 KeyFn = Callable[[Any], Any]
 
+__all__ = ["RowExecutor", "StaleExecution", "StepFailed", "row_key_hash"]
+
 
 class StepFailed(OrbitError):
-    """The step stops: a row failed (fail_fast, or a retryable error), or rows are held.
+    """The step stops: a row failed (fail_fast, or a retryable error), rows are held, the
+    database failed under it (E-3010), or a newer execution owns it (E-4009).
 
     The message starts with the code ("E-3001 row 17: carrier timeout") so whoever reads
     only the text (the recovery sensor, a person) sees it; ``code`` holds it too.
@@ -59,16 +78,29 @@ class StepFailed(OrbitError):
         self.summary = summary
 
 
+class StaleExecution(StepFailed):
+    """E-4009: a newer execution of this step (a recovery) took it over; nothing of this
+    execution's batch in flight was recorded, and it must not go on."""
+
+    def __init__(self, fenced: FencedOut, summary: RunSummary) -> None:
+        super().__init__(E4009_STALE_EXECUTION.code, fenced.message, summary)
+
+
 def error_fields(error: BaseException) -> tuple[str, str]:
     """(code, message) recorded for a failing row or token."""
     if isinstance(error, OrbitError):
-        return error.code, error.message
-    return E4004_ROW_FAILED.code, f"{type(error).__name__}: {error}"
+        return error.code, safe_text(error.message)
+    return E4004_ROW_FAILED.code, safe_text(f"{type(error).__name__}: {error}")
 
 
-def row_key_hash(row_key: str) -> bytes:
-    """The 128-bit blake2b digest that keys a row in the ledger."""
-    return blake2b(row_key.encode(), digest_size=16).digest()
+def _infra_failure(error: BaseException, summary: RunSummary, where: str) -> StepFailed:
+    return StepFailed(
+        E3010_DATABASE_UNAVAILABLE.code,
+        f"{where}: the database failed under the step ({type(error).__name__}: "
+        f"{safe_text(str(error), 300)}); no row was blamed, the step stops and recovery "
+        "reruns the rows not yet committed",
+        summary,
+    )
 
 
 def _chunks(rows: Any, size: int) -> Iterator[list[Any]]:
@@ -82,9 +114,51 @@ def _chunks(rows: Any, size: int) -> Iterator[list[Any]]:
         yield chunk
 
 
+def _row_key(value: Any) -> tuple[str, bytes]:
+    # The common case first: a plain string key is its own display and its UTF-8 digest.
+    if type(value) is str and value and "\x00" not in value:
+        try:
+            return value, blake2b(value.encode(), digest_size=16).digest()
+        except UnicodeEncodeError:
+            pass
+    key = canonical_key(value)
+    return key.display, key.digest
+
+
+def _keys_of(
+    chunk: list[Any], key_of: KeyFn, key: Any, offset: int
+) -> tuple[list[str], list[bytes], dict[int, OrbitError]]:
+    """Display keys and digests of a chunk, and the rows whose key is missing or unusable
+    (by their index in the chunk): those are failed like a row, never handled."""
+    keys: list[str] = []
+    digests: list[bytes] = []
+    problems: dict[int, OrbitError] = {}
+    for n, row in enumerate(chunk):
+        try:
+            display, digest = _row_key(key_of(row))
+        except RowKeyError as error:
+            display, problems[n] = error.display, error
+            # No identity of its own: named by its place in the input, the same on every
+            # attempt over the same input.
+            digest = _position_digest(offset + n)
+        except (KeyError, IndexError, AttributeError, TypeError) as error:
+            display = f"#{offset + n}"
+            problems[n] = OrbitError(E1013_KEY_MISSING, f"row has no key {key!r} ({error!r})")
+            digest = _position_digest(offset + n)
+        keys.append(display)
+        digests.append(digest)
+    return keys, digests, problems
+
+
+def _position_digest(position: int) -> bytes:
+    # Tagged with NUL like every non-string key, so no valid key can produce it.
+    return blake2b(f"\x00!{position}".encode(), digest_size=16).digest()
+
+
 class RowExecutor:
-    """Runs a step's rows with checkpoints. Use as a context manager (it holds a
-    connection and a heartbeat thread)."""
+    """Runs a step's rows with checkpoints. Use as a context manager: it holds two
+    connections (the batch transaction, and an autocommit one shared by effect intents and
+    the heartbeat thread), the step's fencing epoch and the heartbeat thread."""
 
     def __init__(
         self,
@@ -99,8 +173,9 @@ class RowExecutor:
         self.options = options or ExecutorOptions()
         self._progress_cb = progress
         self._conn: psycopg.Connection | None = None
-        self._side_conn: psycopg.Connection | None = None
+        self._side = SideConnection(lambda: connect_raw(engine, autocommit=True))
         self._heartbeat: HeartbeatThread | None = None
+        self._epoch = 0
         self._attempted: set[bytes] = set()
         self._aggs: dict[str, Aggregation] = {}
         self._states: dict[str, Any] = {}
@@ -111,11 +186,31 @@ class RowExecutor:
     # -- lifecycle -------------------------------------------------------------------------
 
     def __enter__(self) -> RowExecutor:
-        self._conn = connect_raw(self.engine)
-        self._effects = EffectGuard(self.scope, self._conn, self._side)
+        try:
+            self._conn = connect_raw(self.engine)
+            with self._conn.cursor() as cur:
+                cur.execute(
+                    "SELECT set_config('idle_in_transaction_session_timeout', %s, false)",
+                    (f"{int(self.options.idle_in_transaction_timeout_s * 1000)}ms",),
+                )
+            # Claimed before the done set is read: an older owner's commit either landed
+            # before this claim (and is read) or is refused after it.
+            self._epoch = claim_epoch(
+                self._conn, self.scope.root_run_id, self.scope.step_key, self.scope.run_id
+            )
+            self._conn.commit()
+        except psycopg.Error as error:
+            self._close()
+            if is_infrastructure(error):
+                raise _infra_failure(error, RunSummary(), "starting the step") from error
+            raise
+        self._effects = EffectGuard(
+            self.scope, self._conn, self._side, self._epoch, self._open_batch
+        )
         self._heartbeat = HeartbeatThread(
-            lambda: connect_raw(self.engine, autocommit=True),
+            self._side,
             self.scope,
+            self._epoch,
             lambda: (self._committed_rows, self._rows_total),
             self.options.heartbeat_every_s,
         )
@@ -130,17 +225,15 @@ class RowExecutor:
     ) -> None:
         if self._heartbeat is not None:
             self._heartbeat.stop()
-        for conn in (self._conn, self._side_conn):
-            if conn is not None and not conn.closed:
-                conn.rollback()  # whatever a failure left open is not committed
-                conn.close()
-        self._conn = self._side_conn = None
+        self._close()
 
-    def _side(self) -> psycopg.Connection:
-        # Effect intents must be durable before the call, independent of the batch.
-        if self._side_conn is None or self._side_conn.closed:
-            self._side_conn = connect_raw(self.engine, autocommit=True)
-        return self._side_conn
+    def _close(self) -> None:
+        conn = self._conn
+        if conn is not None and not conn.closed:
+            _rollback_quietly(conn)  # whatever a failure left open is not committed
+            conn.close()
+        self._conn = None
+        self._side.close()
 
     @property
     def conn(self) -> psycopg.Connection:
@@ -149,11 +242,59 @@ class RowExecutor:
             raise RuntimeError("use RowExecutor as a context manager: `with RowExecutor(...)`")
         return self._conn
 
+    @property
+    def epoch(self) -> int:
+        """This execution's fencing epoch for the step."""
+        return self._epoch
+
+    # -- fencing -----------------------------------------------------------------------------
+
+    def _open_batch(self) -> None:
+        """Open the batch transaction now (before a transactional effect) and find out early
+        when a newer execution took the step."""
+        conn = self.conn
+        if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            return
+        owner = current_epoch(conn, self.scope.root_run_id, self.scope.step_key, lock=False)
+        if owner != self._epoch:
+            raise self._fenced()
+
+    def _fenced(self) -> FencedOut:
+        return FencedOut(self.scope.root_run_id, self.scope.step_key, self._epoch)
+
+    def check_fence(self) -> None:
+        """Inside the caller's transaction: raise ``FencedOut`` unless this execution still
+        owns the step, and hold off a newer claim until that transaction ends."""
+        owner = current_epoch(self.conn, self.scope.root_run_id, self.scope.step_key, lock=True)
+        if owner != self._epoch:
+            raise self._fenced()
+
+    def _superseded(self) -> bool:
+        # After a failed commit: was it the server, or did the step change hands meanwhile?
+        try:
+            with self._side.use() as side:
+                owner = current_epoch(side, self.scope.root_run_id, self.scope.step_key, lock=False)
+        except psycopg.Error:
+            return False
+        return owner != self._epoch
+
     # -- helpers used by RowContext ----------------------------------------------------------
 
     def _fold(self, values: list[tuple[str, Any]]) -> None:
+        """Fold a finished row's (or token's) values; all or nothing, E-1015 on a bad value."""
+        if not values:
+            return
+        new = dict(self._states)
         for name, value in values:
-            self._states[name] = self._aggs[name].fold(self._states[name], value)
+            try:
+                new[name] = self._aggs[name].fold(new[name], value)
+            except Exception as error:
+                raise OrbitError(
+                    E1015_VALUE_UNRECORDABLE,
+                    f"aggregation {name!r} cannot take {printable(value)} "
+                    f"({type(error).__name__}: {safe_text(str(error), 200)})",
+                ) from None
+        self._states = new
 
     def _finished_tokens(self, key_hash: bytes) -> set[int]:
         if key_hash not in self._attempted:
@@ -191,52 +332,99 @@ class RowExecutor:
     ) -> RunSummary:
         """Run ``handler(row, ctx)`` on every row not already done; return the counts.
 
-        ``key`` is a column/dict key name or a function giving the row's stable key.
-        Raises ``StepFailed`` (after committing everything before it) when a row fails in
-        fail_fast mode, a row raises a retryable error, or effects are held in doubt.
+        ``key`` is a column/dict key name or a function giving the row's stable key (see
+        ``execution.keys`` for the one key rule). A key met again later in the same run is
+        not handled again (counted in ``summary.duplicates``). Raises ``StepFailed`` (after
+        committing everything before it) when a row fails in fail_fast mode, a row raises a
+        retryable error, effects are held in doubt, or the database fails (E-3010); and
+        ``StaleExecution`` (committing nothing more) when a newer execution owns the step.
         """
+        summary = RunSummary()
+        try:
+            return self._run(rows, key, handler, aggregations, summary)
+        except FencedOut as fenced:
+            raise StaleExecution(fenced, summary) from None
+        except psycopg.Error as error:
+            if self._superseded():
+                raise StaleExecution(self._fenced(), summary) from None
+            if is_infrastructure(error):
+                raise _infra_failure(error, summary, "committing a batch") from error
+            raise
+
+    def _run(
+        self,
+        rows: Iterable[Any],
+        key: str | KeyFn,
+        handler: Handler,
+        aggregations: Mapping[str, Aggregation] | None,
+        summary: RunSummary,
+    ) -> RunSummary:
         started = time.monotonic()
         key_of: KeyFn = itemgetter(key) if isinstance(key, str) else key
         total = len(rows) if hasattr(rows, "__len__") else None  # type: ignore[arg-type]
         self._rows_total = total
-        summary = RunSummary()
         done_set = self.load_done()
         self._load_aggregations(aggregations)
+        handled = SeenKeys()
         ctx = RowContext(self, self._aggs)
         pending_agg = ctx._pending_agg
         quarantine = self.options.on_error == "quarantine"
         reporter = _ProgressReporter(self.options, total, self._progress_cb)
+        heartbeat = self._heartbeat
         stop: StepFailed | None = None
         seen = 0
 
         for chunk in _chunks(rows, self.options.batch_size):
-            keys = [str(key_of(r)) for r in chunk]
-            digests = [blake2b(k.encode(), digest_size=16).digest() for k in keys]
-            is_done = done_set.contains(np.frombuffer(b"".join(digests), dtype=HASH_DTYPE))
+            if heartbeat is not None and heartbeat.fenced_out:
+                raise self._fenced()
+            keys, digests, problems = _keys_of(chunk, key_of, key, seen)
+            hashes = np.frombuffer(b"".join(digests), dtype=HASH_DTYPE)
+            is_done = done_set.contains(hashes)
+            summary.skipped_already_done += int(is_done.sum())
+            if len(handled):
+                # Met earlier in this run: a duplicate, whichever batch it was in.
+                again = handled.contains(hashes) & ~is_done
+                summary.duplicates += int(again.sum())
+                is_done |= again
             pending = np.flatnonzero(~is_done).tolist()
-            summary.skipped_already_done += len(chunk) - len(pending)
-            unique = len(set(digests)) == len(digests)
             in_chunk: set[bytes] = set()
             out = _Outcomes()
+            infra = False
             i = -1
             for i in pending:
                 row = chunk[i]
                 digest = digests[i]
-                if not unique:
-                    if digest in in_chunk:
-                        summary.duplicates += 1
-                        continue
-                    in_chunk.add(digest)
+                if digest in in_chunk:
+                    summary.duplicates += 1
+                    continue
                 row_key = keys[i]
                 ctx._reset(row_key, digest)
                 try:
+                    problem = problems.get(i)
+                    if problem is not None:
+                        raise problem
                     handler(row, ctx)
+                    status = "done"
+                    if ctx._tokens:
+                        status = _row_status_from_tokens(ctx)
+                    if status == "done":
+                        self._fold(pending_agg)
                 except EffectInDoubt as error:
+                    in_chunk.add(digest)
                     summary.held += 1
                     out.add(digest, row_key, "failed", None, error.code, error.message)
                     out.add_tokens(ctx)
                     continue
+                except FencedOut:
+                    raise
                 except Exception as error:
+                    if is_infrastructure(error):
+                        # Not the row's fault: nothing about it is recorded, a rerun does it.
+                        stop = _infra_failure(error, summary, f"row {row_key}")
+                        infra = True
+                        i -= 1
+                        break
+                    in_chunk.add(digest)
                     code, message = error_fields(error)
                     out.add_tokens(ctx)
                     if quarantine and concerns_only_its_row(code):
@@ -247,21 +435,19 @@ class RowExecutor:
                     out.add(digest, row_key, "failed", None, code, message)
                     stop = StepFailed(code, f"row {row_key}: {message}", summary)
                     break
-                status = "done"
-                if ctx._tokens:
-                    out.add_tokens(ctx)
-                    status = _row_status_from_tokens(ctx)
+                in_chunk.add(digest)
                 if status == "done":
-                    if pending_agg:
-                        self._fold(pending_agg)
                     summary.done += 1
                     self._rows_reflected += 1
-                    result = ctx._result
-                    out.add(digest, row_key, "done", None if result is None else json.dumps(result))
+                    out.add(digest, row_key, "done", ctx._result_text)
+                    if ctx._tokens:
+                        out.add_tokens(ctx)
                 elif status == "pending":
+                    out.add_tokens(ctx)
                     summary.incomplete += 1
                     out.add(digest, row_key, "pending", None)
                 else:
+                    out.add_tokens(ctx)
                     failed = next(t for t in ctx._tokens or () if t.status == "failed")
                     code = failed.error_code or E4004_ROW_FAILED.code
                     message = f"token {failed.no}: {failed.error_message}"
@@ -274,8 +460,15 @@ class RowExecutor:
                         stop = StepFailed(code, f"row {row_key}: {message}", summary)
                         break
             seen += len(chunk) if stop is None else i + 1  # rows after the stop never ran
-            if out.digests:
+            if infra:
+                # The whole batch goes: its transactional effects must not commit without
+                # their rows (and the server is likely gone anyway). A rerun redoes it.
+                _rollback_quietly(self.conn)
+                break
+            if out.digests or self.conn.info.transaction_status != _IDLE:
                 self._commit(out, summary)
+            if in_chunk:
+                handled.add(np.frombuffer(b"".join(in_chunk), dtype=HASH_DTYPE))
             reporter.maybe_report(seen, summary)
             if stop is not None:
                 break
@@ -296,8 +489,10 @@ class RowExecutor:
         return summary
 
     def _commit(self, out: _Outcomes, summary: RunSummary) -> None:
+        """One transaction: fence check, row statuses, tokens, aggregation state, beat."""
         scope = self.scope
         conn = self.conn
+        self.check_fence()
         if not (
             out.plain
             and row_ledger.write_done_rows(
@@ -313,10 +508,20 @@ class RowExecutor:
             conn, scope.root_run_id, scope.step_key, self._states, self._rows_reflected
         )
         rows_done = summary.done + summary.skipped_already_done + summary.quarantined
-        beat(conn, scope, rows_done, self._rows_total)
+        beat(conn, scope, self._epoch, rows_done, self._rows_total)
         conn.commit()
         self._committed_rows = rows_done
         summary.batches_committed += 1
+
+
+_IDLE = psycopg.pq.TransactionStatus.IDLE
+
+
+def _rollback_quietly(conn: psycopg.Connection) -> None:
+    try:
+        conn.rollback()
+    except psycopg.Error:
+        pass  # a broken connection has nothing left to roll back
 
 
 def _row_status_from_tokens(ctx: RowContext) -> str:
@@ -377,7 +582,7 @@ class _Outcomes:
             tokens.key_hashes.append(ctx.key_hash.hex())
             tokens.token_nos.append(token.no)
             tokens.statuses.append(token.status)
-            tokens.results.append(None if token.result is None else json.dumps(token.result))
+            tokens.results.append(token.result_text)
             tokens.error_codes.append(token.error_code)
             tokens.error_messages.append(token.error_message)
 

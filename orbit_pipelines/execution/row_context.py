@@ -6,11 +6,26 @@ from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from orbit_pipelines.errors import E1015_VALUE_UNRECORDABLE, OrbitError
 from orbit_pipelines.execution.aggregations import AggHandle
 from orbit_pipelines.execution.effects import Receiver, ReconcileFn
+from orbit_pipelines.store import value_codec
 
 if TYPE_CHECKING:
     from orbit_pipelines.execution.executor import RowExecutor
+
+
+def _encoded(result: Any) -> str | None:
+    # Encoded when emitted, inside the handler: a value that cannot be recorded fails its
+    # own row (E-1015) instead of the whole batch's commit.
+    if result is None:
+        return None
+    try:
+        return value_codec.encode(result)
+    except (value_codec.UnrecordableValue, ValueError) as error:
+        raise OrbitError(
+            E1015_VALUE_UNRECORDABLE, f"emitted result cannot be recorded: {error}"
+        ) from None
 
 
 class Token:
@@ -21,7 +36,17 @@ class Token:
     rerun of the row, which skips done tokens, neither loses nor repeats them.
     """
 
-    __slots__ = ("_ctx", "_mark", "error_code", "error_message", "item", "no", "result", "status")
+    __slots__ = (
+        "_ctx",
+        "_mark",
+        "error_code",
+        "error_message",
+        "item",
+        "no",
+        "result",
+        "result_text",
+        "status",
+    )
 
     def __init__(self, ctx: RowContext, no: int, item: Any) -> None:
         self._ctx = ctx
@@ -29,12 +54,14 @@ class Token:
         self.item = item
         self.status = "pending"
         self.result: Any = None
+        self.result_text: str | None = None
         self.error_code: str | None = None
         self.error_message: str | None = None
         self._mark = 0
 
     def emit(self, result: Any) -> None:
-        """Record a JSON-able result for this token."""
+        """Record a result for this token (JSON types, or what ``store.value_codec`` keeps)."""
+        self.result_text = _encoded(result)
         self.result = result
 
     def __enter__(self) -> Token:
@@ -62,7 +89,16 @@ class Token:
 class RowContext:
     """Per-row helper handed to the handler; one instance is reused row after row."""
 
-    __slots__ = ("_executor", "_pending_agg", "_result", "_tokens", "agg", "key_hash", "row_key")
+    __slots__ = (
+        "_executor",
+        "_pending_agg",
+        "_result",
+        "_result_text",
+        "_tokens",
+        "agg",
+        "key_hash",
+        "row_key",
+    )
 
     def __init__(self, executor: RowExecutor, agg_names: Iterable[str]) -> None:
         self._executor = executor
@@ -71,17 +107,21 @@ class RowContext:
         self.row_key = ""
         self.key_hash = b""
         self._result: Any = None
+        self._result_text: str | None = None
         self._tokens: list[Token] | None = None
 
     def _reset(self, row_key: str, key_hash: bytes) -> None:
         self.row_key = row_key
         self.key_hash = key_hash
         self._result = None
+        self._result_text = None
         self._tokens = None
         self._pending_agg.clear()
 
     def emit(self, result: Any) -> None:
-        """Record a JSON-able result for this row (stored in the ledger)."""
+        """Record a result for this row, stored in the ledger (JSON types, or what
+        ``store.value_codec`` keeps); a value it cannot keep fails the row with E-1015."""
+        self._result_text = _encoded(result)
         self._result = result
 
     def once(
@@ -94,12 +134,19 @@ class RowContext:
     ) -> Any:
         """Run the side effect ``fn`` at most once for ``key`` (unique within the step).
 
-        ``fn`` is called as ``fn(idempotency_key)`` for an idempotent receiver, ``fn(conn)``
-        (a psycopg connection inside the batch transaction) for a transactional one, and
-        ``fn()`` for an unsafe one. See ``execution.effects``.
+        ``fn`` is called as ``fn(idempotency_key)`` for an idempotent receiver (or ``fn()``
+        when it takes no argument), ``fn(conn)`` (a psycopg connection inside the batch
+        transaction) for a transactional one, and ``fn()`` for an unsafe one. The key
+        belongs to this row: another row using it fails with E-4007. See
+        ``execution.effects``.
         """
         return self._executor._effects.once(
-            key, fn, receiver=receiver, row_key=self.row_key, reconcile=reconcile
+            key,
+            fn,
+            receiver=receiver,
+            row_key=self.row_key,
+            row_hash=self.key_hash,
+            reconcile=reconcile,
         )
 
     def fork(self, items: int | Iterable[Any]) -> list[Token]:

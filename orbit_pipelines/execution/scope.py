@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
+
+from orbit_pipelines.errors import E2008_BAD_CONFIG, OrbitError
 
 OnError = Literal["fail_fast", "quarantine"]
 
@@ -38,6 +40,64 @@ class ExecutorOptions:
     progress_every_pct: float = 5.0
     # When the row count is unknown (a generator), report progress every this many rows.
     progress_every_rows: int = 10_000
+    # A batch with a transactional effect keeps its transaction open while its rows run;
+    # a worker paused that long (SIGSTOP, VM freeze) has it ended by the server, so the row
+    # locks it holds cannot block the recovery forever.
+    idle_in_transaction_timeout_s: float = 600.0
+
+    def __post_init__(self) -> None:
+        # Checked here, before the first side effect: a zero batch size once returned
+        # success with the handler never called, a zero heartbeat wrote thousands a second.
+        _require(
+            _is_int(self.batch_size) and self.batch_size >= 1,
+            "batch_size",
+            "an int >= 1",
+            self.batch_size,
+        )
+        _require(
+            _is_number(self.heartbeat_every_s) and self.heartbeat_every_s > 0,
+            "heartbeat_every_s",
+            "a number > 0",
+            self.heartbeat_every_s,
+        )
+        _require(
+            self.on_error in get_args(OnError),
+            "on_error",
+            " or ".join(repr(v) for v in get_args(OnError)),
+            self.on_error,
+        )
+        _require(
+            _is_number(self.progress_every_pct) and self.progress_every_pct > 0,
+            "progress_every_pct",
+            "a number > 0",
+            self.progress_every_pct,
+        )
+        _require(
+            _is_int(self.progress_every_rows) and self.progress_every_rows >= 1,
+            "progress_every_rows",
+            "an int >= 1",
+            self.progress_every_rows,
+        )
+        _require(
+            _is_number(self.idle_in_transaction_timeout_s)
+            and self.idle_in_transaction_timeout_s >= 1,
+            "idle_in_transaction_timeout_s",
+            "a number >= 1",
+            self.idle_in_transaction_timeout_s,
+        )
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return _is_int(value) or (isinstance(value, float) and value == value and value != float("inf"))
+
+
+def _require(ok: bool, name: str, wanted: str, got: Any) -> None:
+    if not ok:
+        raise OrbitError(E2008_BAD_CONFIG, f"ExecutorOptions.{name} must be {wanted}, not {got!r}")
 
 
 @dataclass(frozen=True)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import psycopg
 
+from orbit_pipelines.store import value_codec
 from orbit_pipelines.store.named_sql import load_sql
 
 
@@ -21,7 +21,7 @@ def load_aggregations(
         states: dict[str, Any] = {}
         reflected = 0
         for name, state, rows_reflected in cur.fetchall():
-            states[name] = state
+            states[name] = value_codec.decode(state)
             reflected = max(reflected, int(rows_reflected))
         return states, reflected
 
@@ -43,7 +43,7 @@ def save_aggregations(
                 "root_run_id": root_run_id,
                 "step_key": step_key,
                 "names": list(states),
-                "states": [json.dumps(s) for s in states.values()],
+                "states": [value_codec.encode(s) for s in states.values()],
                 "rows_reflected": rows_reflected,
             },
         )

@@ -6,7 +6,6 @@ person uses through the CLI (list what is in doubt, resolve it) take a SQLAlchem
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -15,6 +14,8 @@ import psycopg
 from sqlalchemy import Connection, and_, or_, select, update
 
 from orbit_pipelines.errors import E1003_INVALID_VALUE, OrbitError
+from orbit_pipelines.store import value_codec
+from orbit_pipelines.store.fences import FencedOut
 from orbit_pipelines.store.named_sql import load_sql
 from orbit_pipelines.store.tables import effects
 
@@ -31,6 +32,8 @@ class EffectRecord:
     error_code: str | None
     error_message: str | None
     attempts: int
+    row_key: str | None = None
+    row_hash: str | None = None
 
 
 def claim(
@@ -40,14 +43,17 @@ def claim(
     root_run_id: str,
     step_key: str,
     row_key: str | None,
+    row_hash: bytes | None,
     receiver: str,
     status: str,
     run_id: str,
+    epoch: int,
 ) -> EffectRecord | None:
     """Insert the key with ``status``; None when inserted (ours), else the existing record.
 
     The existing record is read ``FOR UPDATE`` so the caller's next write on it cannot race
-    another claimer.
+    another claimer. Raises ``FencedOut`` when there is no record and this execution's
+    ``epoch`` no longer owns the step (the insert is conditional on it).
     """
     with conn.cursor() as cur:
         cur.execute(
@@ -57,27 +63,57 @@ def claim(
                 "root_run_id": root_run_id,
                 "step_key": step_key,
                 "row_key": row_key,
+                "row_hash": None if row_hash is None else row_hash.hex(),
                 "receiver": receiver,
                 "status": status,
                 "run_id": run_id,
+                "epoch": epoch,
             },
         )
         if cur.fetchone() is not None:
             return None
         cur.execute(load_sql("effect_get"), {"effect_key": effect_key})
         row = cur.fetchone()
-    if row is None:  # deleted between the two statements: treat as ours on the next call
-        return None
-    return EffectRecord(*row)
+    if row is None:
+        raise FencedOut(root_run_id, step_key, epoch)
+    status_, receiver_, result, code, message, attempts, row_key_, row_hash_ = row
+    return EffectRecord(
+        status_,
+        receiver_,
+        value_codec.decode(result),
+        code,
+        message,
+        attempts,
+        row_key_,
+        None if row_hash_ is None else row_hash_.hex,
+    )
 
 
-def retry(conn: psycopg.Connection, *, effect_key: str, status: str, run_id: str) -> None:
-    """Start a new attempt of a key (attempts + 1)."""
+def retry(
+    conn: psycopg.Connection,
+    *,
+    effect_key: str,
+    status: str,
+    run_id: str,
+    root_run_id: str,
+    step_key: str,
+    epoch: int,
+) -> None:
+    """Start a new attempt of a key (attempts + 1); ``FencedOut`` when no longer the owner."""
     with conn.cursor() as cur:
         cur.execute(
             load_sql("effect_retry"),
-            {"effect_key": effect_key, "status": status, "run_id": run_id},
+            {
+                "effect_key": effect_key,
+                "status": status,
+                "run_id": run_id,
+                "root_run_id": root_run_id,
+                "step_key": step_key,
+                "epoch": epoch,
+            },
         )
+        if cur.rowcount != 1:
+            raise FencedOut(root_run_id, step_key, epoch)
 
 
 def finish(
@@ -97,18 +133,12 @@ def finish(
             {
                 "effect_key": effect_key,
                 "status": status,
-                "result": None if result is None else json.dumps(result, default=_not_recorded),
+                "result": None if result is None else value_codec.encode(result),
                 "error_code": error_code,
                 "error_message": error_message,
                 "resolved_by": resolved_by,
             },
         )
-
-
-def _not_recorded(value: object) -> None:
-    # A result that is not JSON (a cursor an effect returned by accident) is recorded as
-    # null rather than failing an effect that already happened.
-    return None
 
 
 @dataclass(frozen=True)
@@ -173,6 +203,6 @@ def resolve_effect(
     stmt = (
         update(effects)
         .where(effects.c.effect_key == effect_key, effects.c.status.in_(("intent", "in_doubt")))
-        .values(status=outcome, result=result, resolved_by=resolved_by)
+        .values(status=outcome, result=value_codec.to_plain(result), resolved_by=resolved_by)
     )
     return conn.execute(stmt).rowcount == 1

@@ -125,6 +125,19 @@ effects = Table(
     Column("resolved_by", Text),
     _ts("created_at"),
     _ts("updated_at"),
+    Column("row_hash", Uuid),
+)
+
+step_fences = Table(
+    "step_fences",
+    metadata,
+    Column("root_run_id", Text, primary_key=True),
+    Column("step_key", Text, primary_key=True),
+    Column("epoch", BigInteger, nullable=False),
+    Column("run_id", Text, nullable=False),
+    Column("host", Text, nullable=False),
+    Column("pid", Integer, nullable=False),
+    _ts("claimed_at"),
 )
 
 heartbeats = Table(
