@@ -112,6 +112,7 @@ E4009_STALE_EXECUTION = _register(
 E4010_NOT_RECOVERABLE = _register(
     "E-4010", "run cannot be re-executed from failure", retryable=False
 )
+E4011_WORKER_KILLED = _register("E-4011", "worker process killed by a signal", retryable=True)
 
 # E-5xxx auth / permission
 E5001_UNAUTHORIZED = _register(

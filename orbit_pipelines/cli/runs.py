@@ -29,7 +29,7 @@ from orbit_pipelines.recovery.manual import cancel_group, restart_group
 from orbit_pipelines.recovery.overview import group_overview, interrupted_groups
 from orbit_pipelines.recovery.settle import mark_failed, terminate_hung
 from orbit_pipelines.store.effect_ledger import effects_in_doubt, resolve_effect
-from orbit_pipelines.store.recoveries import set_group_control
+from orbit_pipelines.store.recoveries import group_control, set_group_control
 
 
 def register(subparsers: Any) -> None:
@@ -54,8 +54,17 @@ def register(subparsers: Any) -> None:
     restart.add_argument("--yes", action="store_true", help="confirm without asking")
     restart.set_defaults(handler=cmd_restart)
 
-    cancel = subparsers.add_parser("cancel", help="stop a run and abandon its group")
+    cancel = subparsers.add_parser(
+        "cancel", help="stop a run and abandon its group (`--undo` takes it back)"
+    )
     cancel.add_argument("run_id")
+    cancel.add_argument(
+        "--yes", action="store_true", help="confirm abandoning a group that already succeeded"
+    )
+    cancel.add_argument(
+        "--undo", action="store_true", help="un-abandon the group: recovery may act on it again"
+    )
+    cancel.add_argument("--json", action="store_true", help="print JSON")
     cancel.set_defaults(handler=cmd_cancel)
 
     recover = subparsers.add_parser("recover", help="the sensor's decision, for every group, now")
@@ -227,16 +236,65 @@ def _confirmed(word: str) -> bool:
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
-    """Stop the group's latest run and mark the group abandoned."""
+    """Stop the group's latest run and mark the group abandoned; ``--undo`` reverses that.
+
+    A group that already succeeded has nothing to stop: abandoning it only hides it, so that
+    needs ``--yes``.
+    """
 
     def body(ctx: RunContext, args: argparse.Namespace) -> int:
         root_id, _root, latest = _latest_run(ctx, args.run_id)
+        if args.undo:
+            return _uncancel(ctx, root_id, args.json)
+        if latest.status == DagsterRunStatus.SUCCESS and not args.yes:
+            raise OrbitError(
+                E1012_NOT_CONFIRMED,
+                f"run group {root_id} already succeeded (run {latest.run_id}); there is "
+                "nothing to stop, and abandoning it would only mark it abandoned",
+                hint=f"`orbit cancel {args.run_id} --yes` if you mean it "
+                f"(`orbit cancel {args.run_id} --undo` takes it back)",
+            )
         result = cancel_group(ctx.instance, ctx.engine, root_id, latest, ctx.settings)
+        if args.json:
+            print_json(
+                {
+                    "root_run_id": root_id,
+                    "run_id": result.run_id,
+                    "was": result.was,
+                    "note": result.note,
+                    "abandoned": True,
+                }
+            )
+            return EXIT_OK
         print(f"run {result.run_id} was {result.was}: {result.note}")
         print(f"run group {root_id} abandoned; automatic recovery leaves it alone")
+        print(f"undo: orbit cancel {args.run_id} --undo")
         return EXIT_OK
 
     return _with_context(args, body)
+
+
+def _uncancel(ctx: RunContext, root_id: str, as_json: bool) -> int:
+    with ctx.engine.begin() as conn:
+        control = group_control(conn, root_id)
+        was_abandoned = control is not None and control.abandoned_at is not None
+        if was_abandoned:
+            set_group_control(
+                conn, root_id, abandoned=False, note="un-abandoned by orbit cancel --undo"
+            )
+    if not was_abandoned:
+        raise OrbitError(
+            E1011_NOT_INTERRUPTED,
+            f"run group {root_id} is not abandoned; nothing to undo",
+        )
+    if as_json:
+        print_json({"root_run_id": root_id, "abandoned": False})
+    else:
+        print(
+            f"run group {root_id} is no longer abandoned; automatic recovery (and "
+            "`orbit resume`) may act on it again"
+        )
+    return EXIT_OK
 
 
 def cmd_recover(args: argparse.Namespace) -> int:

@@ -11,11 +11,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from dagster import DagsterInstance, DagsterRun, DagsterRunStatus
+from dagster import (
+    DagsterEventType,
+    DagsterInstance,
+    DagsterRun,
+    DagsterRunStatus,
+    RunRecord,
+    RunsFilter,
+)
 from sqlalchemy import Engine
 
 from orbit_pipelines.errors import E1010_UNKNOWN_RUN, OrbitError
 from orbit_pipelines.recovery.detect import Candidate, detect, failure_cause
+from orbit_pipelines.recovery.explain import Explained, explain
 from orbit_pipelines.recovery.policy import Decision, decide
 from orbit_pipelines.recovery.settings import RecoverySettings
 from orbit_pipelines.store.effect_ledger import OpenEffect, effects_in_doubt
@@ -23,11 +31,11 @@ from orbit_pipelines.store.group_progress import (
     DoneRow,
     effects_by_status,
     held_parent_run_ids,
-    last_done_row,
+    last_done_row_in_order,
+    row_counts_by_step,
 )
 from orbit_pipelines.store.heartbeats import Heartbeat, heartbeats_for_group
 from orbit_pipelines.store.recoveries import Recovery, group_control, recoveries_for_group
-from orbit_pipelines.store.row_ledger import row_status_counts
 
 _INTERRUPTED = ("dead", "hung", "failed", "held")
 
@@ -72,6 +80,29 @@ class GroupOverview:
     recoveries: list[Recovery]
     plan: str
     decision: Decision | None = field(default=None)
+    failed_step: str | None = None
+    explained: Explained | None = None
+    group_started_at: datetime | None = None
+
+    @property
+    def focus(self) -> StepView | None:
+        """The step the group stopped in: the one that failed (or was running when it died),
+        else the first that has not succeeded."""
+        key = self.failed_step or self.next_step
+        return next((s for s in self.steps if s.step_key == key), None)
+
+    @property
+    def remaining_rows(self) -> int | None:
+        """Rows of the focus step still to do, when its total is known."""
+        focus = self.focus
+        if focus is None or focus.rows_total is None:
+            return None
+        return max(0, focus.rows_total - focus.rows_done)
+
+    @property
+    def effects_that_would_repeat(self) -> int:
+        """Side effects that already happened: a restart from scratch does them again."""
+        return self.effects.get("succeeded", 0)
 
     @property
     def rows_done(self) -> int:
@@ -121,13 +152,26 @@ def _group_runs(instance: DagsterInstance, run_id: str) -> tuple[str, list[Dagst
     return root, runs
 
 
-def _ordered(instance: DagsterInstance, runs: list[DagsterRun]) -> list[DagsterRun]:
-    created = {
-        record.dagster_run.run_id: record.create_timestamp
-        for run in runs
-        if (record := instance.get_run_record_by_id(run.run_id)) is not None
-    }
-    return sorted(runs, key=lambda run: created.get(run.run_id) or datetime.min.replace(tzinfo=UTC))
+def _records(instance: DagsterInstance, runs: list[DagsterRun]) -> dict[str, RunRecord]:
+    """Every run record of the group in one read."""
+    found = instance.get_run_records(filters=RunsFilter(run_ids=[r.run_id for r in runs]))
+    return {record.dagster_run.run_id: record for record in found}
+
+
+def _ordered(runs: list[DagsterRun], records: dict[str, RunRecord]) -> list[DagsterRun]:
+    def created(run: DagsterRun) -> datetime:
+        record = records.get(run.run_id)
+        return record.create_timestamp if record else datetime.min.replace(tzinfo=UTC)
+
+    return sorted(runs, key=created)
+
+
+def _failed_steps(instance: DagsterInstance, run: DagsterRun) -> tuple[list[str], list[str]]:
+    """(failed, still in progress) step keys of one run, in start order."""
+    stats = sorted(instance.get_run_step_stats(run.run_id), key=lambda s: s.start_time or 0.0)
+    failed = [s.step_key for s in stats if s.status is not None and s.status.value == "FAILURE"]
+    running = [s.step_key for s in stats if s.status is None and s.start_time is not None]
+    return failed, running
 
 
 def _step_statuses(instance: DagsterInstance, runs: list[DagsterRun]) -> dict[str, str]:
@@ -194,6 +238,36 @@ def _plan(
     return "nothing to do"
 
 
+def _crash_text(instance: DagsterInstance, run_id: str) -> str:
+    """What Dagster said about a crashed process of the run (the signal is only there)."""
+    texts = []
+    for entry in instance.all_logs(run_id, of_type=DagsterEventType.ENGINE_EVENT):
+        message = (entry.dagster_event.message if entry.dagster_event else None) or ""
+        if "terminated by signal" in message or "exited with code" in message:
+            texts.append(message)
+    return "\n".join(texts)
+
+
+def _pick_failed_step(
+    detail: str | None, failed: list[str], running: list[str], known: set[str]
+) -> str | None:
+    """The step the group stopped in.
+
+    The step named by the failure event first (Dagster's own ``step X failed``), then the
+    latest run's failed steps, then a step that was running when the run died. Unstarted
+    static steps downstream (a report after mapped shards) come before mapped steps in the
+    plan, so "the first step that has not succeeded" names the wrong one.
+    """
+    if detail and detail.startswith("step "):
+        key = detail[5:].split(" failed", 1)[0]
+        if key in known:
+            return key
+    for key in failed + running:
+        if key in known:
+            return key
+    return None
+
+
 def group_overview(
     instance: DagsterInstance,
     engine: Engine,
@@ -204,9 +278,11 @@ def group_overview(
 ) -> GroupOverview:
     """Everything about the group that ``run_id`` (any run of it) belongs to."""
     root, runs = _group_runs(instance, run_id)
-    runs = _ordered(instance, runs)
+    records = _records(instance, runs)
+    runs = _ordered(runs, records)
     latest = runs[-1]
     statuses = _step_statuses(instance, runs)
+    failed, running = _failed_steps(instance, latest)
     with engine.connect() as conn:
         beats: dict[str, Heartbeat] = {}
         for beat in heartbeats_for_group(conn, root):
@@ -214,11 +290,12 @@ def group_overview(
                 beats[beat.step_key] = beat
         for step_key in beats:
             statuses.setdefault(step_key, "IN_PROGRESS")
+        counts = row_counts_by_step(conn, root)
         steps = [
             StepView(
                 step_key=key,
                 status=status,
-                rows=row_status_counts(conn, root, key),
+                rows=counts.get(key, {}),
                 rows_total=beats[key].rows_total if key in beats else None,
                 beat=beats.get(key),
             )
@@ -228,24 +305,41 @@ def group_overview(
         control = group_control(conn, root)
         in_doubt = effects_in_doubt(conn, root)
         effect_counts = effects_by_status(conn, root)
-        focus = next((s for s in steps if s.status not in ("SUCCESS", "SKIPPED")), None)
-        focus = focus or (steps[-1] if steps else None)
-        last_done = last_done_row(conn, root, focus.step_key) if focus else None
         decision = decide(conn, candidate, settings) if candidate is not None else None
 
-    state = (
-        candidate.reason
-        if candidate is not None
-        else _state(latest, recoveries, bool(control and control.abandoned_at))
-    )
-    error_code: str | None = None
-    error_message: str | None = None
-    if latest.status in (DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED):
-        _reason, error_message, error_code = failure_cause(instance, latest.run_id)
-    elif candidate is not None:
-        error_message, error_code = candidate.detail, candidate.error_code
-    record = instance.get_run_record_by_id(runs[0].run_id)
-    latest_record = instance.get_run_record_by_id(latest.run_id)
+        abandoned = bool(control and control.abandoned_at)
+        # An abandoned group is a person's decision: it is not "interrupted" any more,
+        # even while its last run still looks dead or failed to the detector.
+        state = (
+            candidate.reason
+            if candidate is not None and not abandoned
+            else _state(latest, recoveries, abandoned)
+        )
+        error_code: str | None = None
+        error_message: str | None = None
+        if latest.status in (DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED):
+            _reason, error_message, error_code = failure_cause(instance, latest.run_id)
+        elif candidate is not None:
+            error_message, error_code = candidate.detail, candidate.error_code
+        known = {s.step_key for s in steps}
+        failed_step = _pick_failed_step(error_message, failed, running, known)
+        if failed_step is None and state in _INTERRUPTED:
+            failed_step = next(
+                (s.step_key for s in steps if s.status not in ("SUCCESS", "SKIPPED")), None
+            )
+        focus_key = failed_step or (steps[-1].step_key if steps else None)
+        last_done = last_done_row_in_order(conn, root, focus_key) if focus_key else None
+
+    explained: Explained | None = None
+    if error_code or error_message:
+        crash = (
+            _crash_text(instance, latest.run_id)
+            if error_message and "ChildProcessCrashException" in error_message
+            else ""
+        )
+        explained = explain(error_code, error_message, crash_text=crash, step_key=failed_step)
+    root_record = records.get(runs[0].run_id)
+    latest_record = records.get(latest.run_id)
     activity = [b.beat_at for b in beats.values()]
     if latest_record is not None and latest_record.update_timestamp is not None:
         activity.append(latest_record.update_timestamp.replace(tzinfo=UTC))
@@ -255,10 +349,10 @@ def group_overview(
         latest_run_id=latest.run_id,
         latest_status=latest.status.value,
         state=state,
-        started_at=_timestamp(record.start_time) if record else None,
+        started_at=_timestamp(latest_record.start_time) if latest_record else None,
         last_activity=max(activity) if activity else None,
         steps=steps,
-        error_code=error_code,
+        error_code=explained.code if explained else error_code,
         error_message=error_message,
         last_done=last_done,
         in_doubt=in_doubt,
@@ -266,6 +360,9 @@ def group_overview(
         recoveries=recoveries,
         plan=_plan(decision, state, recoveries, settings),
         decision=decision,
+        failed_step=failed_step,
+        explained=explained,
+        group_started_at=_timestamp(root_record.start_time) if root_record else None,
     )
 
 
@@ -279,7 +376,7 @@ def interrupted_groups(
     found: list[GroupOverview] = []
     for candidate in candidates:
         overview = group_overview(instance, engine, candidate.run_id, settings, candidate=candidate)
-        if overview.root_run_id not in seen:
+        if overview.root_run_id not in seen and overview.state != "abandoned":
             seen.add(overview.root_run_id)
             found.append(overview)
     with engine.connect() as conn:

@@ -11,28 +11,17 @@ import pytest
 from dagster import ConfigurableResource, EnvVar, job, op
 from dagster._core.execution.api import create_execution_plan
 
-from orbit_pipelines.cli import main
 from orbit_pipelines.cli.failures import as_orbit_error
+from orbit_pipelines_tests.cli.conftest import CliResult
 from orbit_pipelines_tests.cli.jobs import timeout_job
-from orbit_pipelines_tests.cli.test_runs_cli import Result, _failed_run
-
-
-@pytest.fixture
-def orbit(capsys: pytest.CaptureFixture[str]) -> Callable[..., Result]:
-    def call(*args: str) -> Result:
-        capsys.readouterr()
-        code = main(list(args))
-        out = capsys.readouterr()
-        return Result(code, out.out, out.err)
-
-    return call
+from orbit_pipelines_tests.cli.test_runs_cli import _failed_run
 
 
 def test_an_unknown_run_under_json_is_a_json_error_with_exit_2(
-    dagster_home: Path, orbit: Callable[..., Result]
+    dagster_home: Path, orbit_cli: Callable[..., CliResult]
 ) -> None:
     for command in (("status", "no-such-run"), ("effects", "no-such-run")):
-        result = orbit(*command, "--json")
+        result = orbit_cli(*command, "--json")
         assert result.returncode == 2, command
         payload = json.loads(result.stdout)
         assert payload["error"]["code"] == "E-1010"
@@ -43,22 +32,22 @@ def test_an_unknown_run_under_json_is_a_json_error_with_exit_2(
 
 
 def test_a_usage_error_under_json_is_json_too(
-    dagster_home: Path, orbit: Callable[..., Result]
+    dagster_home: Path, orbit_cli: Callable[..., CliResult]
 ) -> None:
-    result = orbit("status", "--json")  # RUN_ID missing
+    result = orbit_cli("status", "--json")  # RUN_ID missing
     assert result.returncode == 2
     payload = json.loads(result.stdout)
     assert payload["error"]["code"] == "usage" and "run_id" in payload["error"]["message"]
-    bad_max = orbit("recover", "--auto-resume", "--max", "0", "--json")
+    bad_max = orbit_cli("recover", "--auto-resume", "--max", "0", "--json")
     assert bad_max.returncode == 2
     assert json.loads(bad_max.stdout)["error"]["message"] == "--max must be at least 1"
 
 
 def test_recover_json_prints_json_when_only_planning(
-    dagster_home: Path, orbit: Callable[..., Result]
+    dagster_home: Path, orbit_cli: Callable[..., CliResult]
 ) -> None:
     run_id = _failed_run(timeout_job)
-    result = orbit("recover", "--json")
+    result = orbit_cli("recover", "--json")
     assert result.returncode == 0, result.stderr
     payload = json.loads(result.stdout)
     assert payload["acted"] is False
