@@ -27,7 +27,9 @@ def describe_result(result: Any, limit: int = 60) -> str:
     if result is None:
         return ""
     if isinstance(result, dict):
-        text = ", ".join(f"{k.replace('_number', '')} {v}" for k, v in list(result.items())[:2])
+        # What a person looks for first: a tracking or reference number, then the rest.
+        keys = sorted(result, key=lambda k: (not any(w in k for w in ("tracking", "ref")), k))
+        text = ", ".join(f"{k.replace('_number', '')}: {result[k]}" for k in keys[:2])
     else:
         text = json.dumps(result, default=str)
     return text if len(text) <= limit else text[: limit - 1] + "…"
