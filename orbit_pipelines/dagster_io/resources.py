@@ -19,8 +19,14 @@ class OrbitStore(ConfigurableResource):
     _engine: Engine | None = PrivateAttr(default=None)
 
     def setup_for_execution(self, context: InitResourceContext) -> None:
-        """Connect (retrying transient errors) and bring the schema up to date."""
-        self._engine = connect_store(self.postgres_url, pooled=True)
+        """Connect (retrying transient errors) and bring the schema up to date.
+
+        No pool: Dagster sets the resource up per run worker, step process and sensor tick,
+        all short-lived, and uses it in a few short bursts (load an input, store an output);
+        a pool would keep a connection idle for the whole step next to the row executor's
+        two. Each use opens its own connection and closes it when done.
+        """
+        self._engine = connect_store(self.postgres_url, pooled=False)
 
     def teardown_after_execution(self, context: InitResourceContext) -> None:
         """Close pooled connections so run workers exit without idle sessions left open."""
