@@ -7,21 +7,26 @@ logger and returns every decision, so each caller shows them its own way.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import Any
 
-from dagster import DagsterInstance, DagsterRunStatus, JobDefinition
+from dagster import DagsterInstance, DagsterRunStatus, JobDefinition, RunsFilter
 from sqlalchemy import Engine
 
-from orbit_pipelines.recovery.detect import Candidate, detect
+from orbit_pipelines.recovery.detect import Candidate
 from orbit_pipelines.recovery.launch import launch
-from orbit_pipelines.recovery.policy import decide
+from orbit_pipelines.recovery.policy import Decision, decide_many
+from orbit_pipelines.recovery.scan import TIME_BUDGET_S, scan
 from orbit_pipelines.recovery.settings import RecoverySettings
 from orbit_pipelines.recovery.settle import mark_failed, terminate_hung
 from orbit_pipelines.store.recoveries import (
-    claim_recovery,
+    claim_many,
     mark_finished,
+    save_decisions,
+    save_failure_cursor,
     stale_launches,
     unfinished_recoveries,
 )
@@ -54,8 +59,10 @@ def record_finished(instance: DagsterInstance, engine: Engine) -> list[Outcome]:
     done: list[Outcome] = []
     with engine.connect() as conn:
         open_rows = unfinished_recoveries(conn)
+    wanted = [row.recovery_run_id for row in open_rows if row.recovery_run_id]
+    runs = {r.run_id: r for r in instance.get_runs(RunsFilter(run_ids=wanted))} if wanted else {}
     for row in open_rows:
-        run = instance.get_run_by_id(row.recovery_run_id) if row.recovery_run_id else None
+        run = runs.get(row.recovery_run_id) if row.recovery_run_id else None
         if run is None or run.status not in _OUTCOME:
             continue
         with engine.begin() as conn:
@@ -128,36 +135,118 @@ def run_cycle(
     job_lookup: Callable[[str], JobDefinition | None] | None = None,
     log: Any = None,
     max_launches: int | None = None,
+    scanner: str | None = None,
 ) -> list[Outcome]:
     """Detect and handle every run that needs recovery; returns what was decided.
 
-    ``max_launches`` caps the launches of this pass (e.g. ``orbit recover --max``); runs
-    beyond it are reported 'deferred' and left for a later pass.
+    ``scanner`` names the failure cursor (default ``decided_by``); give each job filter its
+    own. Every decision is remembered (``orbit.recovery_decisions``) before the cursor
+    moves. ``max_launches`` caps the launches of this pass (e.g. ``orbit recover --max``);
+    runs beyond it, or beyond the pass's time budget, are reported 'deferred' and come back
+    on the next pass.
     """
     log = log or logging.getLogger(__name__)
+    started = time.monotonic()
     outcomes = record_finished(instance, engine)
     outcomes += finish_stale_launches(instance, engine, settings, decided_by, job_lookup)
+    with engine.begin() as conn:
+        found = scan(instance, conn, settings, scanner=scanner or decided_by, keep=job_filter)
     with engine.connect() as conn:
-        candidates = detect(instance, conn, settings, job_filter=job_filter)
+        decisions = decide_many(conn, found.candidates, settings)
     launched = 0
-    for candidate in candidates:
-        if max_launches is not None and launched >= max_launches:
-            outcomes.append(
-                Outcome(candidate.run_id, candidate.reason, "deferred", "launch limit reached")
+    remembered: list[dict[str, object]] = []
+    holds: list[dict[str, object]] = []
+    for candidate, decision in zip(found.candidates, decisions, strict=True):
+        over_time = time.monotonic() - started > 2 * TIME_BUDGET_S
+        if (max_launches is not None and launched >= max_launches) or over_time:
+            why = "launch limit reached" if not over_time else "time budget of this pass used"
+            outcomes.append(Outcome(candidate.run_id, candidate.reason, "deferred", why))
+            # Due again on the next pass: the cursor has moved past it.
+            remembered.append(
+                _row(
+                    candidate,
+                    Decision("wait", why, decision.attempt, datetime.now(UTC), "backoff"),
+                    decided_by,
+                )
             )
             continue
         try:
-            outcome = _handle(instance, engine, settings, candidate, decided_by, job_lookup)
+            outcome, detail = _handle(
+                instance, engine, settings, candidate, decision, decided_by, job_lookup
+            )
             launched += outcome.action == "launched"
+            remembered.append(_row(candidate, decision, decided_by))
+            if outcome.action == "held":
+                holds.append(_hold_row(candidate, decision, detail, decided_by))
         except Exception as error:  # one bad run must not stop the others' recovery
             log.exception("recovery of run %s failed", candidate.run_id)
             outcome = Outcome(
                 candidate.run_id, candidate.reason, "error", f"{type(error).__name__}: {error}"
             )
+            retry = datetime.now(UTC).timestamp() + settings.interval_s
+            remembered.append(
+                _row(
+                    candidate,
+                    Decision(
+                        "wait",
+                        f"error: {outcome.message}",
+                        decision.attempt,
+                        datetime.fromtimestamp(retry, UTC),
+                        "backoff",
+                    ),
+                    decided_by,
+                )
+            )
         outcomes.append(outcome)
+    with engine.begin() as conn:
+        claimed = claim_many(conn, holds, status="held")
+        save_decisions(conn, remembered)
+        if found.cursor is not None:
+            save_failure_cursor(conn, scanner or decided_by, found.cursor)
+    # Another launcher (a person's `orbit resume`, a second daemon) got there first.
+    outcomes = [
+        replace(o, action="lost_race") if o.action == "held" and o.run_id not in claimed else o
+        for o in outcomes
+    ]
     for outcome in outcomes:
         log.info(outcome.line())
     return outcomes
+
+
+def _hold_row(
+    candidate: Candidate, decision: Decision, detail: str, decided_by: str
+) -> dict[str, object]:
+    """The ``orbit.recoveries`` row of a hold."""
+    return {
+        "parent_run_id": candidate.run_id,
+        "root_run_id": candidate.root_run_id,
+        "job_name": candidate.job_name,
+        "attempt": decision.attempt,
+        "reason": candidate.reason,
+        "detail": f"{detail} | held: {decision.why}",
+        "decided_by": decided_by,
+        "not_before": None,
+    }
+
+
+def _row(candidate: Candidate, decision: Decision, decided_by: str) -> dict[str, object]:
+    """The remembered form of a decision (``orbit.recovery_decisions``)."""
+    return {
+        "parent_run_id": candidate.run_id,
+        "root_run_id": candidate.root_run_id,
+        "job_name": candidate.job_name,
+        # A dead or hung run is FAILURE from now on; its cause is what was detected.
+        "reason": candidate.reason,
+        "detail": candidate.detail,
+        "error_code": candidate.error_code,
+        "failed_at": candidate.failed_at or datetime.now(UTC),
+        "tags": candidate.tags,
+        "action": decision.action,
+        "why": decision.why,
+        "depends": decision.depends,
+        "not_before": decision.not_before if decision.depends == "backoff" else None,
+        "decided_by": decided_by,
+    }
 
 
 def _handle(
@@ -165,38 +254,29 @@ def _handle(
     engine: Engine,
     settings: RecoverySettings,
     candidate: Candidate,
+    decision: Decision,
     decided_by: str,
     job_lookup: Callable[[str], JobDefinition | None] | None,
-) -> Outcome:
-    with engine.connect() as conn:
-        decision = decide(conn, candidate, settings)
+) -> tuple[Outcome, str]:
+    """Settle the run and act on the decision; returns the outcome and the detail (with
+    what settling did). A hold is only reported here: the caller claims it."""
     if decision.action == "skip":
         if candidate.reason == "dead":
             # Even with recovery off, a dead run must not pretend to be running.
             mark_failed(instance, candidate.run_id, candidate.reason, candidate.detail)
-        return Outcome(candidate.run_id, candidate.reason, "skipped", decision.why)
+        return Outcome(
+            candidate.run_id, candidate.reason, "skipped", decision.why
+        ), candidate.detail
     detail = candidate.detail
     if candidate.reason == "hung":
         detail = f"{detail}; {terminate_hung(instance, candidate, settings)}"
     if candidate.reason in ("dead", "hung"):
         mark_failed(instance, candidate.run_id, candidate.reason, detail)
     if decision.action == "wait":
-        return Outcome(candidate.run_id, candidate.reason, "waiting", decision.why)
+        return Outcome(candidate.run_id, candidate.reason, "waiting", decision.why), detail
     if decision.action == "hold":
-        with engine.begin() as conn:
-            row = claim_recovery(
-                conn,
-                parent_run_id=candidate.run_id,
-                root_run_id=candidate.root_run_id,
-                job_name=candidate.job_name,
-                attempt=decision.attempt,
-                reason=candidate.reason,
-                detail=f"{detail} | held: {decision.why}",
-                decided_by=decided_by,
-                status="held",
-            )
-        action = "held" if row is not None else "lost_race"
-        return Outcome(candidate.run_id, candidate.reason, action, decision.why)
+        # Claimed with the pass's other holds in one statement (``run_cycle``).
+        return Outcome(candidate.run_id, candidate.reason, "held", decision.why), detail
     result = launch(
         instance,
         engine,
@@ -208,10 +288,11 @@ def _handle(
         job_def=job_lookup(candidate.job_name) if job_lookup else None,
         settings=settings,
     )
-    return Outcome(
+    outcome = Outcome(
         candidate.run_id,
         candidate.reason,
         "launched" if result.launched else "lost_race",
         f"{decision.why}: {result.message}",
         result.recovery_run_id,
     )
+    return outcome, detail

@@ -8,11 +8,21 @@ with a reason a person can read. It changes nothing: terminating and marking run
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus, RunsFilter
+from dagster import (
+    DagsterEventType,
+    DagsterInstance,
+    DagsterRunStatus,
+    EventLogEntry,
+    EventRecordsFilter,
+    RunRecord,
+    RunsFilter,
+    RunStatusChangeRecordsFilter,
+)
 from sqlalchemy import Connection
 
 from orbit_pipelines.recovery.liveness import pid_alive, this_host
@@ -27,6 +37,11 @@ PARENT_RUN_TAG = "dagster/parent_run_id"
 MARK_PREFIX = "orbit_pipelines recovery: run is "
 
 _FINISHED_STEP = ("SUCCESS", "FAILURE", "SKIPPED")
+# RUN_FAILURE events read per page; every lookup about a page is one query for the page.
+PAGE_SIZE = 200
+# A step's failure event precedes its run's failure event; its timestamp (a worker's clock)
+# may lag the run's start by this much without the batched lookup missing it.
+_CLOCK_SLACK_S = 300.0
 
 
 @dataclass(frozen=True)
@@ -53,12 +68,26 @@ def detect(
     now: datetime | None = None,
     job_filter: Callable[[str], bool] | None = None,
 ) -> list[Candidate]:
-    """Every dead, hung or failed run that has no recovery decision yet."""
+    """Every dead, hung or failed run that has no recovery launched or held yet.
+
+    Read-only and complete (pages through every failure in the lookback window); what the
+    CLI shows. The sensor uses ``recovery.scan`` instead, which remembers what it decided.
+    """
     now = now or datetime.now(UTC)
     keep = job_filter or (lambda _name: True)
     found = detect_stuck(instance, conn, settings, now=now, keep=keep)
     found += detect_failed(instance, conn, settings, now=now, keep=keep)
     return found
+
+
+def _suspicious(beat: Heartbeat, settings: RecoverySettings, now: datetime, host: str) -> bool:
+    """Could this beat be part of a dead or hung verdict? A run none of whose beats is
+    suspicious is healthy whichever of its steps finished, so its step stats need no read."""
+    if (now - beat.beat_at).total_seconds() > settings.heartbeat_timeout_s:
+        return True
+    if (now - beat.progress_at).total_seconds() > settings.stall_timeout_s:
+        return True
+    return beat.host == host and not pid_alive(beat.pid)
 
 
 def detect_stuck(
@@ -69,26 +98,43 @@ def detect_stuck(
     now: datetime,
     keep: Callable[[str], bool],
 ) -> list[Candidate]:
-    """STARTED runs whose worker is dead or whose rows stopped moving."""
-    runs = [
+    """STARTED runs whose worker is dead or whose rows stopped moving.
+
+    Per tick: one read of the STARTED runs and one of their heartbeats; a run's step stats
+    are read only when one of its beats is stale or its local pid gone, and its event log
+    only when it has no beat and started longer ago than the start grace.
+    """
+    records = [
         r
-        for r in instance.get_runs(RunsFilter(statuses=[DagsterRunStatus.STARTED]), limit=1000)
-        if keep(r.job_name)
+        for r in instance.get_run_records(
+            RunsFilter(statuses=[DagsterRunStatus.STARTED]), limit=1000
+        )
+        if keep(r.dagster_run.job_name)
     ]
-    if not runs:
+    if not records:
         return []
     beats: dict[str, list[Heartbeat]] = {}
-    for beat in heartbeats_for_runs(conn, [r.run_id for r in runs]):
+    for beat in heartbeats_for_runs(conn, [r.dagster_run.run_id for r in records]):
         beats.setdefault(beat.run_id, []).append(beat)
     host = this_host()
     found: list[Candidate] = []
-    for run in runs:
-        finished = {
-            s.step_key
-            for s in instance.get_run_step_stats(run.run_id)
-            if s.status is not None and s.status.value in _FINISHED_STEP
-        }
-        active = [b for b in beats.get(run.run_id, []) if b.step_key not in finished]
+    for record in records:
+        run = record.dagster_run
+        run_beats = beats.get(run.run_id, [])
+        if run_beats and not any(_suspicious(b, settings, now, host) for b in run_beats):
+            continue
+        if not run_beats and _recent(record, now) <= settings.start_grace_s:
+            continue  # its last event is no older than its start: not silent long enough
+        finished = (
+            {
+                s.step_key
+                for s in instance.get_run_step_stats(run.run_id)
+                if s.status is not None and s.status.value in _FINISHED_STEP
+            }
+            if run_beats
+            else set()
+        )
+        active = [b for b in run_beats if b.step_key not in finished]
         verdict = (
             _judge_heartbeats(active, settings, now, host)
             if active
@@ -110,6 +156,19 @@ def detect_stuck(
             )
         )
     return found
+
+
+def _recent(record: RunRecord, now: datetime) -> float:
+    """Seconds since the run's newest known moment (start or last status change)."""
+    moments = [_utc(record.update_timestamp).timestamp()]
+    if record.start_time is not None:
+        moments.append(record.start_time)
+    return now.timestamp() - max(moments)
+
+
+def _utc(value: datetime) -> datetime:
+    # Dagster stores naive UTC timestamps.
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def _judge_heartbeats(
@@ -156,6 +215,46 @@ def _judge_silence(
     return None
 
 
+@dataclass(frozen=True)
+class FailurePage:
+    """One page of Dagster's RUN_FAILURE events, oldest first."""
+
+    events: list[tuple[int, EventLogEntry]]  # (storage id, entry)
+
+    @property
+    def last_storage_id(self) -> int | None:
+        """Where the next page starts."""
+        return self.events[-1][0] if self.events else None
+
+    def run_ids(self) -> list[str]:
+        """The failed runs of the page, each once, in event order."""
+        return list(dict.fromkeys(entry.run_id for _, entry in self.events))
+
+
+def failure_page(
+    instance: DagsterInstance,
+    *,
+    after_storage_id: int | None,
+    since: datetime,
+    limit: int = PAGE_SIZE,
+) -> FailurePage:
+    """RUN_FAILURE events after ``after_storage_id`` (and after ``since``), oldest first.
+
+    Storage ids are assigned by Postgres, so unlike a run's update timestamp (a worker's
+    clock) they do not depend on the hosts' clocks agreeing.
+    """
+    result = instance.fetch_run_status_changes(
+        RunStatusChangeRecordsFilter(
+            DagsterEventType.RUN_FAILURE,
+            after_storage_id=after_storage_id,
+            after_timestamp=since.timestamp(),
+        ),
+        limit=limit,
+        ascending=True,
+    )
+    return FailurePage([(r.storage_id, r.event_log_entry) for r in result.records])
+
+
 def detect_failed(
     instance: DagsterInstance,
     conn: Connection,
@@ -164,27 +263,48 @@ def detect_failed(
     now: datetime,
     keep: Callable[[str], bool],
 ) -> list[Candidate]:
-    """FAILURE runs with no recovery decision yet and no re-execution started by anyone."""
+    """FAILURE runs with no recovery launched or held and no re-execution started by
+    anyone: every one in the lookback window, page by page (a constant number of queries
+    per page)."""
     since = now - timedelta(seconds=settings.failed_lookback_s)
-    records = [
-        rec
-        for rec in instance.get_run_records(
-            RunsFilter(statuses=[DagsterRunStatus.FAILURE], updated_after=since), limit=500
-        )
-        if keep(rec.dagster_run.job_name)
-    ]
-    decided = recorded_parents(conn, [rec.dagster_run.run_id for rec in records])
     found: list[Candidate] = []
-    for rec in records:
+    cursor: int | None = None
+    while True:
+        page = failure_page(instance, after_storage_id=cursor, since=since)
+        if not page.events:
+            return found
+        cursor = page.last_storage_id
+        ids = page.run_ids()
+        decided = recorded_parents(conn, ids)
+        found += failed_candidates(instance, page, [i for i in ids if i not in decided], keep)
+        if len(page.events) < PAGE_SIZE:
+            return found
+
+
+def failed_candidates(
+    instance: DagsterInstance,
+    page: FailurePage,
+    run_ids: Sequence[str],
+    keep: Callable[[str], bool],
+) -> list[Candidate]:
+    """Candidates for those of ``run_ids`` that are FAILURE now, of a kept job, and that
+    nobody re-executed yet: three Dagster reads for all of them (runs, children, causes)."""
+    if not run_ids:
+        return []
+    records = {
+        r.dagster_run.run_id: r
+        for r in instance.get_run_records(RunsFilter(run_ids=list(run_ids)))
+        if r.dagster_run.status == DagsterRunStatus.FAILURE and keep(r.dagster_run.job_name)
+    }
+    if not records:
+        return []
+    parents = _parents_with_child(instance, list(records))
+    wanted = [records[i] for i in run_ids if i in records and i not in parents]
+    causes = failure_causes(instance, wanted, page)
+    found: list[Candidate] = []
+    for rec in wanted:
         run = rec.dagster_run
-        if run.run_id in decided or _has_child(instance, run.run_id):
-            continue
-        reason, detail, code = failure_cause(instance, run.run_id)
-        failed_at = (
-            datetime.fromtimestamp(rec.end_time, UTC)
-            if rec.end_time is not None
-            else rec.update_timestamp.astimezone(UTC)
-        )
+        reason, detail, code = causes[run.run_id]
         found.append(
             Candidate(
                 run_id=run.run_id,
@@ -195,14 +315,67 @@ def detect_failed(
                 detail=detail,
                 tags=dict(run.tags),
                 error_code=code,
-                failed_at=failed_at,
+                failed_at=_failed_at(rec),
             )
         )
     return found
 
 
+def _failed_at(rec: RunRecord) -> datetime:
+    if rec.end_time is not None:
+        return datetime.fromtimestamp(rec.end_time, UTC)
+    return _utc(rec.update_timestamp)
+
+
+def _parents_with_child(instance: DagsterInstance, run_ids: list[str]) -> set[str]:
+    """Which of these runs somebody already re-executed (one query for all)."""
+    children = instance.get_runs(RunsFilter(tags={PARENT_RUN_TAG: run_ids}))
+    return {c.tags[PARENT_RUN_TAG] for c in children if PARENT_RUN_TAG in c.tags}
+
+
 def _has_child(instance: DagsterInstance, run_id: str) -> bool:
-    return bool(instance.get_run_ids(RunsFilter(tags={PARENT_RUN_TAG: run_id}), limit=1))
+    return bool(_parents_with_child(instance, [run_id]))
+
+
+def failure_causes(
+    instance: DagsterInstance, records: Sequence[RunRecord], page: FailurePage | None = None
+) -> dict[str, tuple[str, str, str | None]]:
+    """``failure_cause`` for many runs: one read of the STEP_FAILURE events of the time span
+    the runs ran in, and the RUN_FAILURE events of ``page`` (a run not in it: its own)."""
+    if not records:
+        return {}
+    ids = {r.dagster_run.run_id for r in records}
+    starts = [r.start_time or r.create_timestamp.replace(tzinfo=UTC).timestamp() for r in records]
+    step_failures: dict[str, EventLogEntry] = {}
+    with warnings.catch_warnings():
+        # get_event_records is deprecated for asset events; for step events across runs it
+        # is the only public query.
+        warnings.simplefilter("ignore")
+        step_records = instance.get_event_records(
+            EventRecordsFilter(
+                DagsterEventType.STEP_FAILURE,
+                after_timestamp=min(starts) - _CLOCK_SLACK_S,
+                # A step fails before its run does: nothing after the page's last failure.
+                before_cursor=page.last_storage_id + 1
+                if page is not None and page.last_storage_id is not None
+                else None,
+            ),
+            ascending=True,
+        )
+    for record in step_records:
+        entry = record.event_log_entry
+        if entry.run_id in ids:
+            step_failures.setdefault(entry.run_id, entry)
+    run_failures: dict[str, list[EventLogEntry]] = {}
+    for entry in (e for _, e in page.events) if page is not None else ():
+        if entry.run_id in ids:
+            run_failures.setdefault(entry.run_id, []).append(entry)
+    for run_id in ids - set(run_failures) - set(step_failures):
+        # Not in the page (or no page): read this run's own failure events.
+        run_failures[run_id] = list(instance.all_logs(run_id, of_type=DagsterEventType.RUN_FAILURE))
+    return {
+        run_id: _cause(step_failures.get(run_id), run_failures.get(run_id, [])) for run_id in ids
+    }
 
 
 def failure_cause(instance: DagsterInstance, run_id: str) -> tuple[str, str, str | None]:
@@ -211,8 +384,17 @@ def failure_cause(instance: DagsterInstance, run_id: str) -> tuple[str, str, str
     The code is the first ``E-nnnn`` in the failing step's error (or its causes); none means
     an unexpected crash.
     """
-    for entry in instance.all_logs(run_id, of_type=DagsterEventType.STEP_FAILURE):
-        event = entry.dagster_event
+    step = next(iter(instance.all_logs(run_id, of_type=DagsterEventType.STEP_FAILURE)), None)
+    if step is not None:
+        return _cause(step, [])
+    return _cause(None, list(instance.all_logs(run_id, of_type=DagsterEventType.RUN_FAILURE)))
+
+
+def _cause(
+    step_failure: EventLogEntry | None, run_failures: Sequence[EventLogEntry]
+) -> tuple[str, str, str | None]:
+    if step_failure is not None:
+        event = step_failure.dagster_event
         data = event.step_failure_data if event is not None else None
         error = data.error if data is not None else None
         texts: list[str] = []
@@ -223,7 +405,7 @@ def failure_cause(instance: DagsterInstance, run_id: str) -> tuple[str, str, str
         step = event.step_key if event is not None else "?"
         first_line = (texts[0].strip().splitlines() or ["no message"])[0] if texts else ""
         return "failed", f"step {step} failed: {first_line}", code
-    for entry in instance.all_logs(run_id, of_type=DagsterEventType.RUN_FAILURE):
+    for entry in run_failures:
         message = entry.dagster_event.message if entry.dagster_event else None
         message = message or entry.user_message or ""
         if message.startswith(MARK_PREFIX):

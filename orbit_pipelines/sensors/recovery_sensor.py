@@ -54,6 +54,8 @@ def make_recovery_sensor(
             orbit_store.engine,
             current,
             decided_by=f"sensor:{name}",
+            # One failure cursor per sensor and code location: each sees only its own jobs.
+            scanner=f"sensor:{name}@{context.repository_name or repository.name}",
             job_filter=repository.has_job,
             job_lookup=repository.get_job,
             log=context.log,

@@ -8,13 +8,29 @@ on the same row cannot both win.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, and_, func, or_, select, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Connection,
+    DateTime,
+    Integer,
+    Table,
+    Text,
+    and_,
+    delete,
+    func,
+    literal,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import JSONB, insert
 
-from orbit_pipelines.store.tables import recoveries, run_groups, settings
+from orbit_pipelines.store.tables import effects, metadata, recoveries, run_groups, settings
 
 AUTO_RECOVERY_SETTING = "auto_recovery"
 
@@ -79,6 +95,19 @@ def claim_recovery(
     )
     row = conn.execute(stmt).mappings().first()
     return _to_recovery(row) if row is not None else None
+
+
+def claim_many(conn: Connection, rows: Sequence[dict[str, object]], *, status: str) -> set[str]:
+    """``claim_recovery`` for many runs in one statement; the parent run ids this call got."""
+    if not rows:
+        return set()
+    stmt = (
+        insert(recoveries)
+        .values([{**row, "status": status} for row in rows])
+        .on_conflict_do_nothing(index_elements=[recoveries.c.parent_run_id])
+        .returning(recoveries.c.parent_run_id)
+    )
+    return set(conn.execute(stmt).scalars())
 
 
 def take_over(
@@ -261,3 +290,237 @@ def set_group_control(
         note=note,
     )
     conn.execute(stmt.on_conflict_do_update(index_elements=[run_groups.c.root_run_id], set_=values))
+
+
+# --- detection at scale (migration 0006): the failure cursor and remembered decisions ---
+
+recovery_scan = Table(
+    "recovery_scan",
+    metadata,
+    Column("scanner", Text, primary_key=True),
+    Column("failure_cursor", BigInteger, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+recovery_decisions = Table(
+    "recovery_decisions",
+    metadata,
+    Column("parent_run_id", Text, primary_key=True),
+    Column("root_run_id", Text, nullable=False),
+    Column("job_name", Text, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("detail", Text, nullable=False),
+    Column("error_code", Text),
+    Column("failed_at", DateTime(timezone=True)),
+    Column("tags", JSONB, nullable=False),
+    Column("action", Text, nullable=False),
+    Column("why", Text, nullable=False),
+    Column("depends", Text, nullable=False),
+    Column("not_before", DateTime(timezone=True)),
+    Column("decided_by", Text, nullable=False),
+    Column("decided_at", DateTime(timezone=True), nullable=False),
+    Column("decisions", Integer, nullable=False),
+)
+
+# Decisions that a later change (backoff elapsed, a switch back on) can turn into another.
+OPEN_DEPENDS = ("backoff", "switch_global", "switch_group")
+
+
+@dataclass(frozen=True)
+class StoredDecision:
+    """One row of ``orbit.recovery_decisions``: the last decision about one run, and what it
+    waits for."""
+
+    parent_run_id: str
+    root_run_id: str
+    job_name: str
+    reason: str
+    detail: str
+    error_code: str | None
+    failed_at: datetime | None
+    tags: dict[str, str]
+    action: str
+    why: str
+    depends: str
+    not_before: datetime | None
+    decided_by: str
+    decided_at: datetime
+    decisions: int
+
+
+def failure_cursor(conn: Connection, scanner: str) -> int | None:
+    """The storage id of the last RUN_FAILURE event ``scanner`` read; None before its first."""
+    value = conn.execute(
+        select(recovery_scan.c.failure_cursor).where(recovery_scan.c.scanner == scanner)
+    ).scalar()
+    return int(value) if value is not None else None
+
+
+def save_failure_cursor(conn: Connection, scanner: str, cursor: int) -> None:
+    """Move ``scanner``'s cursor forward (never back: two ticks racing keep the larger)."""
+    stmt = insert(recovery_scan).values(
+        scanner=scanner, failure_cursor=cursor, updated_at=func.now()
+    )
+    conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[recovery_scan.c.scanner],
+            set_={
+                "failure_cursor": func.greatest(recovery_scan.c.failure_cursor, cursor),
+                "updated_at": func.now(),
+            },
+        )
+    )
+
+
+def decided_runs(conn: Connection, run_ids: Sequence[str]) -> set[str]:
+    """Which of these runs already have a decision: a remembered one or a recoveries row."""
+    if not run_ids:
+        return set()
+    ids = list(run_ids)
+    remembered = select(recovery_decisions.c.parent_run_id).where(
+        recovery_decisions.c.parent_run_id.in_(ids)
+    )
+    recorded = select(recoveries.c.parent_run_id).where(recoveries.c.parent_run_id.in_(ids))
+    return set(conn.execute(remembered.union(recorded)).scalars())
+
+
+def save_decisions(conn: Connection, rows: Iterable[dict[str, object]]) -> None:
+    """Insert or replace decisions (one statement); a replaced one counts ``decisions + 1``."""
+    values = [{**row, "decided_at": func.now(), "decisions": 1} for row in rows]
+    if not values:
+        return
+    stmt = insert(recovery_decisions).values(values)
+    excluded = stmt.excluded
+    names = (
+        "reason",
+        "detail",
+        "error_code",
+        "failed_at",
+        "tags",
+        "action",
+        "why",
+        "depends",
+        "not_before",
+        "decided_by",
+    )
+    conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[recovery_decisions.c.parent_run_id],
+            set_={
+                **{name: excluded[name] for name in names},
+                "decided_at": func.now(),
+                "decisions": recovery_decisions.c.decisions + 1,
+            },
+        )
+    )
+
+
+def due_decisions(conn: Connection, *, limit: int) -> list[StoredDecision]:
+    """Remembered decisions whose reason is gone: backoff elapsed, or the switch that made
+    them a skip is on again. One query; what is not due costs nothing."""
+    global_on = auto_recovery_enabled(conn)
+    group_on = or_(
+        run_groups.c.root_run_id.is_(None),
+        and_(run_groups.c.auto_recover.is_(True), run_groups.c.abandoned_at.is_(None)),
+    )
+    d = recovery_decisions.c
+    stmt = (
+        select(recovery_decisions)
+        .select_from(
+            recovery_decisions.outerjoin(run_groups, run_groups.c.root_run_id == d.root_run_id)
+        )
+        .where(
+            d.depends.in_(OPEN_DEPENDS),
+            or_(
+                and_(d.depends == "backoff", d.not_before <= func.now()),
+                and_(d.depends == "switch_global", literal(global_on)),
+                and_(d.depends == "switch_group", group_on),
+            ),
+        )
+        .order_by(d.not_before.nulls_first(), d.parent_run_id)
+        .limit(limit)
+    )
+    return [StoredDecision(**dict(row)) for row in conn.execute(stmt).mappings()]
+
+
+def get_decision(conn: Connection, parent_run_id: str) -> StoredDecision | None:
+    """The remembered decision about one run, if any."""
+    row = (
+        conn.execute(
+            select(recovery_decisions).where(recovery_decisions.c.parent_run_id == parent_run_id)
+        )
+        .mappings()
+        .first()
+    )
+    return StoredDecision(**dict(row)) if row is not None else None
+
+
+@dataclass(frozen=True)
+class PolicyFacts:
+    """What the recovery policy reads about a set of run groups, read in four queries."""
+
+    auto_recovery: bool
+    controls: dict[str, GroupControl]
+    attempts: dict[str, int]
+    in_doubt: dict[str, list[tuple[str, str, str]]]  # root -> [(effect_key, receiver, status)]
+
+
+def policy_facts(conn: Connection, root_run_ids: Iterable[str]) -> PolicyFacts:
+    """Switches, group controls, attempts used and effects in doubt of these groups at once
+    (the batched form of ``auto_recovery_enabled``/``group_control``/``attempts_used`` and
+    ``effect_ledger.effects_in_doubt``, with the same definitions)."""
+    roots = sorted(set(root_run_ids))
+    if not roots:
+        return PolicyFacts(auto_recovery_enabled(conn), {}, {}, {})
+    controls = {
+        row["root_run_id"]: GroupControl(row["auto_recover"], row["abandoned_at"], row["note"])
+        for row in conn.execute(
+            select(run_groups).where(run_groups.c.root_run_id.in_(roots))
+        ).mappings()
+    }
+    attempts: dict[str, int] = {
+        root: int(count)
+        for root, count in conn.execute(
+            select(recoveries.c.root_run_id, func.count())
+            .where(
+                recoveries.c.root_run_id.in_(roots),
+                recoveries.c.status.in_(_COUNTED_STATUSES),
+            )
+            .group_by(recoveries.c.root_run_id)
+        ).all()
+    }
+    in_doubt: dict[str, list[tuple[str, str, str]]] = {}
+    rows = conn.execute(
+        select(effects.c.root_run_id, effects.c.effect_key, effects.c.receiver, effects.c.status)
+        .where(
+            effects.c.root_run_id.in_(roots),
+            or_(
+                effects.c.status == "in_doubt",
+                and_(effects.c.status == "intent", effects.c.receiver != "idempotent"),
+            ),
+        )
+        .order_by(effects.c.effect_key)
+    ).all()
+    for root, key, receiver, status in rows:
+        in_doubt.setdefault(root, []).append((key, receiver, status))
+    return PolicyFacts(auto_recovery_enabled(conn), controls, attempts, in_doubt)
+
+
+def forget_decisions(conn: Connection, parent_run_ids: Sequence[str]) -> None:
+    """Drop remembered decisions (their run will be detected afresh)."""
+    if parent_run_ids:
+        conn.execute(
+            delete(recovery_decisions).where(
+                recovery_decisions.c.parent_run_id.in_(list(parent_run_ids))
+            )
+        )
+
+
+def settle_decisions(conn: Connection, parent_run_ids: Sequence[str]) -> None:
+    """Nothing can change these decisions any more (someone else recovered the run)."""
+    if parent_run_ids:
+        conn.execute(
+            update(recovery_decisions)
+            .where(recovery_decisions.c.parent_run_id.in_(list(parent_run_ids)))
+            .values(depends="final")
+        )
