@@ -3,7 +3,8 @@
 Re-executing a failed run "from failure" as a *queued* run needs three things Dagster's
 public API does not offer outside a webserver workspace: the parent's known execution state
 (which steps finished, which outputs exist), an execution plan restricted to the unfinished
-steps, and the code origin of a stored run. ``orbit_pipelines_tests/recovery/
+steps, and the code origin of a stored run. Keeping a recovery in its backfill also needs the backfill's
+status, and keeping the asset-check selection needs a run created from a plan snapshot. ``orbit_pipelines_tests/recovery/
 test_dagster_private.py`` imports each name and checks its signature, so a Dagster upgrade
 that moves one fails CI loudly instead of failing a recovery at 3 a.m.
 """
@@ -11,16 +12,22 @@ that moves one fails CI loudly instead of failing a recovery at 3 a.m.
 from __future__ import annotations
 
 from dagster._core.execution.api import create_execution_plan
+from dagster._core.execution.backfill import BulkActionStatus
+from dagster._core.execution.plan.plan import ExecutionPlan
 from dagster._core.execution.plan.state import KnownExecutionState
 from dagster._core.remote_representation.external import RemoteExecutionPlan
+from dagster._core.snap import snapshot_from_execution_plan
 from dagster._core.storage.tags import RESUME_RETRY_TAG, TAGS_TO_MAYBE_OMIT_ON_RETRY
 from dagster._utils.hosted_user_process import recon_job_from_origin
 
 __all__ = [
     "RESUME_RETRY_TAG",
     "TAGS_TO_MAYBE_OMIT_ON_RETRY",
+    "BulkActionStatus",
+    "ExecutionPlan",
     "KnownExecutionState",
     "RemoteExecutionPlan",
     "create_execution_plan",
     "recon_job_from_origin",
+    "snapshot_from_execution_plan",
 ]

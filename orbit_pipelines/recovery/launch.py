@@ -27,6 +27,7 @@ from sqlalchemy import Engine
 
 from orbit_pipelines.errors import E2008_BAD_CONFIG, E4010_NOT_RECOVERABLE, OrbitError
 from orbit_pipelines.recovery import dagster_private as dp
+from orbit_pipelines.recovery.child_run import child_run_tags, create_run_like, selected_subset
 from orbit_pipelines.recovery.settings import RecoverySettings
 from orbit_pipelines.recovery.unstarted_steps import complete_step_list
 from orbit_pipelines.store.recoveries import (
@@ -38,16 +39,19 @@ from orbit_pipelines.store.recoveries import (
     mark_launched,
     take_over,
 )
+from orbit_pipelines.tags import (
+    ATTEMPT_TAG,
+    DECIDED_BY_TAG,
+    PARENT_RUN_ID_TAG,
+    RECOVERY_OF_TAG,
+    RESUME_RETRY_TAG,
+    ROOT_RUN_ID_TAG,
+    ROOT_RUN_TAG,
+    root_run_id_of,
+)
 
 # Any fixed UUID: recovery run ids are uuid5(this, parent run id).
 _RECOVERY_NAMESPACE = uuid.UUID("5b0c1f0e-6f72-6269-7400-7265636f7672")
-
-ROOT_RUN_TAG = "orbit/root_run"
-RECOVERY_OF_TAG = "orbit/recovery_of"
-ATTEMPT_TAG = "orbit/attempt"
-DECIDED_BY_TAG = "orbit/decided_by"
-PARENT_RUN_ID_TAG = "dagster/parent_run_id"
-ROOT_RUN_ID_TAG = "dagster/root_run_id"
 
 _REEXECUTABLE = (DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED)
 
@@ -105,7 +109,7 @@ def launch(
             "QueuedRunCoordinator",
             hint="remove run_coordinator from dagster.yaml (queued is the default)",
         )
-    root_run_id = parent.root_run_id or parent.run_id
+    root_run_id = root_run_id_of(parent)
     with engine.begin() as conn:
         number = attempt if attempt is not None else attempts_used(conn, root_run_id) + 1
         row = claim_recovery(
@@ -189,23 +193,13 @@ def _create_run(
         raise OrbitError(
             E4010_NOT_RECOVERABLE, f"run {parent.run_id} has no unfinished step to re-execute"
         )
-    subset = (
-        job_def.get_subset(op_selection=parent.op_selection, asset_selection=parent.asset_selection)
-        if parent.op_selection or parent.asset_selection
-        else job_def
-    )
-    root_run_id = parent.root_run_id or parent.run_id
+    subset = selected_subset(job_def, parent)
+    root_run_id = root_run_id_of(parent)
     tags = {
-        **{k: str(v) for k, v in (job_def.tags or {}).items()},
-        **{
-            k: v
-            for k, v in parent.tags.items()
-            if not k.startswith(("dagster/", ".dagster/"))
-            and k not in dp.TAGS_TO_MAYBE_OMIT_ON_RETRY
-        },
+        **child_run_tags(instance, job_def, parent),
         PARENT_RUN_ID_TAG: parent.run_id,
         ROOT_RUN_ID_TAG: root_run_id,
-        dp.RESUME_RETRY_TAG: "true",
+        RESUME_RETRY_TAG: "true",
         ROOT_RUN_TAG: root_run_id,
         RECOVERY_OF_TAG: parent.run_id,
         ATTEMPT_TAG: str(row.attempt),
@@ -218,19 +212,13 @@ def _create_run(
         known_state=known_state,
         tags=tags,
     )
-    instance.create_run_for_job(
-        job_def=job_def,
-        execution_plan=plan,
+    create_run_like(
+        instance,
+        subset,
+        plan,
+        parent,
         run_id=run_id,
-        run_config=parent.run_config,
         tags=tags,
         root_run_id=root_run_id,
         parent_run_id=parent.run_id,
-        op_selection=list(parent.op_selection) if parent.op_selection else None,
-        resolved_op_selection=set(parent.resolved_op_selection)
-        if parent.resolved_op_selection
-        else None,
-        asset_selection=set(parent.asset_selection) if parent.asset_selection else None,
-        remote_job_origin=parent.remote_job_origin,
-        job_code_origin=parent.job_code_origin,
     )

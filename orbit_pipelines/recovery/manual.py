@@ -15,14 +15,14 @@ from sqlalchemy import Engine
 
 from orbit_pipelines.errors import E4010_NOT_RECOVERABLE, OrbitError
 from orbit_pipelines.recovery import dagster_private as dp
+from orbit_pipelines.recovery.child_run import child_run_tags, create_run_like, selected_subset
 from orbit_pipelines.recovery.detect import Candidate
-from orbit_pipelines.recovery.launch import ATTEMPT_TAG, RECOVERY_OF_TAG, ROOT_RUN_TAG
 from orbit_pipelines.recovery.settings import RecoverySettings
 from orbit_pipelines.recovery.settle import terminate_hung
 from orbit_pipelines.store.heartbeats import heartbeats_for_runs
 from orbit_pipelines.store.recoveries import set_group_control
+from orbit_pipelines.tags import RESTART_OF_TAG
 
-RESTART_OF_TAG = "orbit/restart_of"
 _ACTIVE = (
     DagsterRunStatus.STARTED,
     DagsterRunStatus.STARTING,
@@ -30,7 +30,6 @@ _ACTIVE = (
     DagsterRunStatus.NOT_STARTED,
     DagsterRunStatus.CANCELING,
 )
-_OURS = (ROOT_RUN_TAG, RECOVERY_OF_TAG, ATTEMPT_TAG, RESTART_OF_TAG)
 
 
 @dataclass(frozen=True)
@@ -54,33 +53,13 @@ def restart_group(instance: DagsterInstance, engine: Engine, root: DagsterRun) -
             f"run {root.run_id} was not launched through a code location; it cannot be restarted",
         )
     job_def = dp.recon_job_from_origin(root.job_code_origin).get_definition()
-    subset = (
-        job_def.get_subset(op_selection=root.op_selection, asset_selection=root.asset_selection)
-        if root.op_selection or root.asset_selection
-        else job_def
-    )
-    tags = {
-        **{k: str(v) for k, v in (job_def.tags or {}).items()},
-        **{
-            k: v
-            for k, v in root.tags.items()
-            if not k.startswith(("dagster/", ".dagster/")) and k not in _OURS
-        },
-        RESTART_OF_TAG: root.run_id,
-    }
+    subset = selected_subset(job_def, root)
+    # A new group keeps what the run was for (partition, backfill while it runs, user tags)
+    # but none of the old group's ids.
+    tags = {**child_run_tags(instance, job_def, root), RESTART_OF_TAG: root.run_id}
     plan = dp.create_execution_plan(subset, root.run_config, tags=tags)
-    run = instance.create_run_for_job(
-        job_def=job_def,
-        execution_plan=plan,
-        run_config=root.run_config,
-        tags=tags,
-        op_selection=list(root.op_selection) if root.op_selection else None,
-        resolved_op_selection=set(root.resolved_op_selection)
-        if root.resolved_op_selection
-        else None,
-        asset_selection=set(root.asset_selection) if root.asset_selection else None,
-        remote_job_origin=root.remote_job_origin,
-        job_code_origin=root.job_code_origin,
+    run = create_run_like(
+        instance, subset, plan, root, run_id=None, tags=tags, root_run_id=None, parent_run_id=None
     )
     # The queued run coordinator only enqueues; the daemon launches it like any run.
     instance.submit_run(run.run_id, workspace=None)  # type: ignore[arg-type]

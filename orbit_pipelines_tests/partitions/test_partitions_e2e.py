@@ -1,0 +1,116 @@
+"""End to end: daily-partitioned assets under a real daemon; real SIGKILLs.
+
+One deployment for the module (database, daemon, code server); each test uses its own
+partitions. ``order_totals`` is a row step with a Sum and a SumBy and one effect per row.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from dagster import DagsterRun, DagsterRunStatus
+from dagster._core.execution.backfill import BulkActionStatus
+
+from orbit_pipelines.tags import PARTITION_TAG
+from orbit_pipelines_tests.partitions.harness import PartitionsHarness, deployment
+from orbit_pipelines_tests.partitions.location import (
+    ROWS_PER_PARTITION,
+    expected_totals,
+)
+from orbit_pipelines_tests.sensors.harness import BIN, REPO_ROOT
+
+pytestmark = pytest.mark.e2e
+
+ENDED = (DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED)
+BACKFILL_ENDED = (
+    BulkActionStatus.COMPLETED,
+    BulkActionStatus.COMPLETED_SUCCESS,
+    BulkActionStatus.COMPLETED_FAILED,
+    BulkActionStatus.FAILED,
+    BulkActionStatus.CANCELED,
+)
+
+
+@pytest.fixture(scope="module")
+def deployed(
+    pg_admin_url: str, orbit_template: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[PartitionsHarness]:
+    """The module's deployment, daemon running."""
+    with deployment(pg_admin_url, orbit_template, tmp_path_factory.mktemp("partitions")) as h:
+        h.start_daemon()
+        yield h
+
+
+def _launch_partition(h: PartitionsHarness, partition: str) -> str:
+    """``dagster job launch`` of the asset job for one partition, as a user would."""
+    run_id = str(uuid.uuid4())
+    done = subprocess.run(
+        [
+            str(BIN / "dagster"),
+            "job",
+            "launch",
+            "-w",
+            str(h.workspace),
+            "-j",
+            "orders_daily_job",
+            "--run-id",
+            run_id,
+            "--tags",
+            json.dumps({PARTITION_TAG: partition, "team": "finance"}),
+        ],
+        env=h.env(),
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, f"dagster job launch failed: {done.stderr[-3000:]}"
+    return run_id
+
+
+def _group(h: PartitionsHarness, root: str) -> list[DagsterRun]:
+    group = h.instance.get_run_group(root)
+    return [] if group is None else list(group[1])
+
+
+def _assert_partition_done_once(h: PartitionsHarness, partition: str) -> None:
+    """Each asset materialized once for the partition, every row's effect once, the totals
+    those of a crash-free run."""
+    upstream = h.materializations("daily_orders", partition)
+    totals = h.materializations("order_totals", partition)
+    assert len(upstream) == 1, upstream
+    assert len(totals) == 1, totals
+    assert totals[0][1]["aggregations"] == expected_totals(partition), totals[0][1]
+    assert h.effects(partition) == dict.fromkeys(range(ROWS_PER_PARTITION), 1)
+
+
+def test_partitioned_asset_job_killed_mid_rows_is_recovered_for_its_partition(
+    deployed: PartitionsHarness,
+) -> None:
+    h = deployed
+    partition = "2026-11-02"
+    h.add_fault(partition, "kill", after_rows=9)
+    root = _launch_partition(h, partition)
+
+    parent = h.wait_status(root, ENDED, timeout_s=180)
+    assert parent.status == DagsterRunStatus.FAILURE, parent.status
+    assert h.fault_fired_in(partition) == root, h.failures(root)
+    child = h.wait_child(root, timeout_s=120)
+    child = h.wait_status(child.run_id, ENDED, timeout_s=180)
+    assert child.status == DagsterRunStatus.SUCCESS, h.failures(child.run_id)
+    # What the run was for survives: the partition (without it the asset cannot even read
+    # its partition key) and the user's tag; the run group is Dagster's.
+    assert child.tags[PARTITION_TAG] == partition
+    assert child.tags["team"] == "finance"
+    assert child.root_run_id == root and child.parent_run_id == root
+    assert child.step_keys_to_execute == ["order_totals"]
+    assert {r.run_id for r in _group(h, root)} == {root, child.run_id}
+    _assert_partition_done_once(h, partition)
+    # The totals come from the recovery, which resumed: some rows were already done.
+    (mat_run, meta) = h.materializations("order_totals", partition)[0]
+    assert mat_run == child.run_id
+    assert 0 < meta["rows_skipped_already_done"] < ROWS_PER_PARTITION, meta
