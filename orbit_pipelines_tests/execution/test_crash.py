@@ -11,9 +11,12 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import pytest
 from sqlalchemy import Engine, text
 
 from orbit_pipelines_tests.execution.crash_child import IDEMPOTENT_EVERY, RECEIVER_DDL
+from orbit_pipelines_tests.execution.fenced_child import RECEIVER_DDL as FX_DDL
+from orbit_pipelines_tests.execution.fenced_child import poison_expectations, poison_rows
 from orbit_pipelines_tests.processes import ChildProcesses, wait_for
 
 ROWS = 10_000
@@ -95,3 +98,99 @@ def test_sigkill_at_random_moments_every_row_and_effect_exactly_once(
         f"crash test: {kills} kills, {recomputed} rows recomputed, seed {seed}, "
         f"last run {time.monotonic() - started:.1f}s: {summary}"
     )
+
+
+@pytest.mark.parametrize("batch", [100])  # 7 passes too (~3 min): kept out of the suite's budget
+def test_sigkill_at_random_moments_with_duplicates_and_poison_rows(
+    engine: Engine, db_url: str, children: ChildProcesses, tmp_path: Path, batch: int
+) -> None:
+    """The same 20 random SIGKILLs, on input with duplicate keys (also an int re-read as a
+    float) and poison rows (missing / unusable keys, a value Sum cannot fold, a non-JSON
+    emit): every valid row done once, every effect once, poison quarantined with its code,
+    duplicates never handled, the sum of a crash-free run."""
+    with engine.begin() as conn:
+        conn.execute(text(FX_DDL))
+    seed = int(time.time())
+    rng = random.Random(seed)
+    args = [sys.executable, "-m", "orbit_pipelines_tests.execution.fenced_child", db_url]
+    args += [str(tmp_path), "--root", "crash-root", "--step", "rows", "--rows", str(ROWS)]
+    args += ["--batch", str(batch), "--input", "poison", "--heartbeat", "2"]
+    log = tmp_path / "child.log"
+
+    kills = 0
+    while kills < KILLS:
+        run_id = f"run-{kills}"
+        proc = children.start([*args, "--run-id", run_id], log_path=log)
+        wait_for(
+            lambda p=proc, r=run_id: (tmp_path / f"{r}.ready").exists() or p.poll() is not None,
+            timeout_s=60,
+            interval_s=0.01,
+            what="the child to start its rows",
+        )
+        time.sleep(rng.uniform(0.05, 0.5))
+        if proc.poll() is not None:
+            break
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+        kills += 1
+    assert kills == KILLS, (
+        f"the step ended after {kills} kills (seed {seed}): {log.read_text()[-2000:]}"
+    )
+
+    final = children.start([*args, "--run-id", "run-final"], log_path=log)
+    assert final.wait(timeout=300) == 0, log.read_text()[-3000:]
+    summary = json.loads((tmp_path / "run-final.json").read_text())
+    expected = poison_expectations(ROWS)
+
+    with engine.connect() as conn:
+        ledger = conn.execute(
+            text(
+                "SELECT status, error_code, count(*) FROM orbit.step_rows "
+                "WHERE root_run_id = 'crash-root' GROUP BY 1, 2"
+            )
+        ).all()
+        bad_value_keys = conn.execute(
+            text(
+                "SELECT row_key FROM orbit.step_rows WHERE root_run_id = 'crash-root' "
+                "AND error_code = 'E-1015'"
+            )
+        ).scalars()
+        bad_value_keys = sorted(int(k) for k in bad_value_keys)
+        delivered = conn.execute(
+            text("SELECT count(*), count(DISTINCT row_id), max(row_id) FROM public.fx_receiver")
+        ).one()
+        effects = dict(
+            conn.execute(text("SELECT status, count(*) FROM orbit.effects GROUP BY 1")).all()
+        )
+        saved = conn.execute(
+            text("SELECT state FROM orbit.aggregation_state WHERE root_run_id = 'crash-root'")
+        ).scalar()
+    by_status = {(s, c): n for s, c, n in ledger}
+    done = len(expected["done"])
+    assert by_status.pop(("done", None)) == done, f"seed {seed}: {by_status}"
+    assert bad_value_keys == expected["bad_value"], f"seed {seed}"
+    by_status.pop(("quarantined", "E-1015"))
+    bad_keys = {c: n for (s, c), n in by_status.items()}
+    assert set(bad_keys) == {"E-1013", "E-1014"}, f"seed {seed}: {by_status}"
+    assert all(s == "quarantined" for s, _ in by_status), by_status
+    assert sum(bad_keys.values()) <= expected["bad_key_rows"]
+    assert tuple(delivered) == (done, done, ROWS - 1), f"effects once (seed {seed})"
+    assert effects == {"succeeded": done}
+    assert saved == expected["sum"] and summary["aggregations"] == {"sum": expected["sum"]}
+
+    rows = poison_rows(ROWS)
+    invoked = Counter(
+        int(line.split()[1]) for line in (tmp_path / "invocations").read_text().splitlines()
+    )
+    first_valid: dict[int, int] = {}
+    for row in rows:
+        key = row["id"]
+        if isinstance(key, int | float) and not isinstance(key, bool) and key == key:
+            first_valid.setdefault(int(key), row["pos"])
+    assert set(invoked) == set(first_valid.values()), (
+        f"handled positions that are duplicates or bad keys (seed {seed}): "
+        f"{sorted(set(invoked) - set(first_valid.values()))[:10]}"
+    )
+    recomputed = sum(invoked.values()) - len(first_valid)
+    assert recomputed <= batch * kills, f"{recomputed} rows redone over {kills} kills (seed {seed})"
+    print(f"crash test (duplicates + poison, batch {batch}): {kills} kills, {recomputed} redone")
