@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 from sqlalchemy import Engine, text
 
 from orbit_pipelines.execution import ExecutorOptions, RowContext, RowExecutor, RunScope
@@ -123,3 +124,53 @@ def test_a_batch_of_transactional_effects_costs_one_commit(engine: Engine, db_ur
     # Each batch one commit; a little room for the step's own bookkeeping (fence claim,
     # loading the done set, the probes' own reads). One commit per effect would be >= 200.
     assert commits <= batches + 15, f"{commits} commits for {batches} batches"
+
+
+def _raises_after_write(conn: psycopg.Connection, row_id: int) -> None:
+    if row_id == 2:
+        raise ValueError("the receiver said no")
+
+
+def _unique_violation(conn: psycopg.Connection, row_id: int) -> None:
+    if row_id == 2:
+        conn.execute("INSERT INTO public.fx_unique VALUES (1), (1)")
+
+
+def _commits_itself(conn: psycopg.Connection, row_id: int) -> None:
+    if row_id == 2:
+        conn.commit()  # would commit the batch so far, half a batch, if it were allowed
+
+
+def _rolls_back_itself(conn: psycopg.Connection, row_id: int) -> None:
+    if row_id == 2:
+        conn.rollback()  # would drop the rows before it in the batch, if it were allowed
+
+
+@pytest.mark.parametrize(
+    "misbehave", [_raises_after_write, _unique_violation, _commits_itself, _rolls_back_itself]
+)
+def test_a_failing_transactional_effect_leaves_nothing_and_the_batch_commits(
+    engine: Engine, misbehave: Any
+) -> None:
+    """Guard (passes since 22c1cb5): the effect's own writes go with its row, the others stay."""
+    with engine.begin() as conn:
+        conn.execute(text(RECEIVER_DDL))
+        conn.execute(text("CREATE TABLE public.fx_unique (id int PRIMARY KEY)"))
+    root = f"onetx-{uuid.uuid4().hex[:8]}"
+
+    def handle(row: dict[str, Any], ctx: RowContext) -> None:
+        def deliver(conn: psycopg.Connection) -> None:
+            conn.execute(
+                "INSERT INTO public.fx_receiver (root, row_id, run_id) VALUES (%s, %s, 'run-1')",
+                (root, row["id"]),
+            )
+            misbehave(conn, row["id"])
+
+        ctx.once(f"fx-{row['id']}", deliver, receiver="transactional")
+
+    options = ExecutorOptions(batch_size=10, on_error="quarantine", heartbeat_every_s=1.0)
+    with RowExecutor(engine, RunScope(root, "run-1", "step"), options) as ex:
+        summary = ex.run([{"id": i} for i in range(5)], key="id", handler=handle)
+    assert (summary.done, summary.quarantined) == (4, 1), summary
+    assert _done_rows(engine, root) == {0, 1, 3, 4}
+    assert _delivered(engine, root) == dict.fromkeys([0, 1, 3, 4], 1)
