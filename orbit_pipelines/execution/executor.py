@@ -419,6 +419,8 @@ class RowExecutor:
                     raise
                 except Exception as error:
                     if is_infrastructure(error):
+                        if self._superseded():
+                            raise self._fenced() from None  # our session was ended by it
                         # Not the row's fault: nothing about it is recorded, a rerun does it.
                         stop = _infra_failure(error, summary, f"row {row_key}")
                         infra = True

@@ -36,6 +36,23 @@ class RecoverySettings:
     # How long to wait for Dagster to terminate a hung run before killing its pid.
     terminate_wait_s: float = 5.0
 
+    def __post_init__(self) -> None:
+        # A negative timeout or budget would recover everything at once, or nothing ever.
+        for field in fields(self):
+            value = getattr(self, field.name)
+            if value != value or value < 0 or value == float("inf"):
+                raise OrbitError(
+                    E2008_BAD_CONFIG,
+                    f"recovery setting {field.name} ({ENV_PREFIX}{field.name.upper()}) "
+                    f"must be a finite number >= 0, not {value!r}",
+                )
+        if self.interval_s < 1:
+            raise OrbitError(
+                E2008_BAD_CONFIG,
+                f"recovery setting interval_s ({ENV_PREFIX}INTERVAL_S) must be >= 1, "
+                f"not {self.interval_s!r}",
+            )
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> RecoverySettings:
         """Defaults, overridden by ``ORBIT_RECOVERY_<FIELD>`` (e.g. ORBIT_RECOVERY_INTERVAL_S)."""

@@ -18,7 +18,13 @@ from orbit_pipelines.store.named_sql import load_sql
 
 
 def claim_epoch(conn: psycopg.Connection, root_run_id: str, step_key: str, run_id: str) -> int:
-    """Take ownership of the step; returns the new epoch (the caller commits)."""
+    """Take ownership of the step; returns the new epoch (the caller commits).
+
+    The previous owner's batch session is terminated first: if that owner is only paused,
+    its open transaction would otherwise hold row locks (of its transactional effects,
+    of the fence row) that this execution then waits on until it wakes.
+    """
+    evict_previous_owner(conn, root_run_id, step_key)
     with conn.cursor() as cur:
         cur.execute(
             load_sql("fence_claim"),
@@ -33,6 +39,25 @@ def claim_epoch(conn: psycopg.Connection, root_run_id: str, step_key: str, run_i
         row = cur.fetchone()
     assert row is not None
     return int(row[0])
+
+
+def evict_previous_owner(conn: psycopg.Connection, root_run_id: str, step_key: str) -> int:
+    """Terminate the batch session of the step's current owner; how many were ended.
+
+    Without the right to signal that session (another role, no pg_signal_backend) nothing
+    is ended and the owner's idle-in-transaction timeout is the backstop.
+    """
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                load_sql("fence_evict"), {"root_run_id": root_run_id, "step_key": step_key}
+            )
+            ended = sum(1 for (ok,) in cur.fetchall() if ok)
+        conn.commit()
+        return ended
+    except psycopg.errors.InsufficientPrivilege:
+        conn.rollback()
+        return 0
 
 
 def current_epoch(

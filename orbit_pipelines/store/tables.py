@@ -137,6 +137,8 @@ step_fences = Table(
     Column("run_id", Text, nullable=False),
     Column("host", Text, nullable=False),
     Column("pid", Integer, nullable=False),
+    Column("backend_pid", Integer),
+    _ts("backend_start", nullable=True),
     _ts("claimed_at"),
 )
 

@@ -46,3 +46,20 @@ def test_pid_alive_sees_live_zombie_and_reaped_processes() -> None:
     finally:
         child.wait()
     assert not pid_alive(child.pid)
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"ORBIT_RECOVERY_HEARTBEAT_TIMEOUT_S": "-1"},
+        {"ORBIT_RECOVERY_MAX_ATTEMPTS": "-2"},
+        {"ORBIT_RECOVERY_BACKOFF_BASE_S": "nan"},
+        {"ORBIT_RECOVERY_STALL_TIMEOUT_S": "inf"},
+        {"ORBIT_RECOVERY_INTERVAL_S": "0"},
+    ],
+)
+def test_negative_or_non_finite_recovery_settings_are_e2008(env: dict[str, str]) -> None:
+    with pytest.raises(OrbitError) as raised:
+        RecoverySettings.from_env(env)
+    assert raised.value.code == "E-2008"
+    assert next(iter(env)) in raised.value.message

@@ -1,6 +1,8 @@
 -- Fencing tokens: which execution owns a step of a run group. Each new execution of the
 -- step (a recovery, a retry) takes epoch + 1; every commit of the step checks its epoch in
 -- the same transaction, so a worker that wakes after being declared dead commits nothing.
+-- backend_pid/backend_start name the owner's batch session: a newer owner terminates it,
+-- because a paused owner's open transaction holds row locks the newer one would wait on.
 CREATE TABLE orbit.step_fences (
     root_run_id  text        NOT NULL,
     step_key     text        NOT NULL,
@@ -8,6 +10,8 @@ CREATE TABLE orbit.step_fences (
     run_id       text        NOT NULL,
     host         text        NOT NULL,
     pid          integer     NOT NULL,
+    backend_pid  integer,
+    backend_start timestamptz,
     claimed_at   timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (root_run_id, step_key)
 );
