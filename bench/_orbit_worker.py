@@ -86,7 +86,12 @@ def process_rows(context: OpExecutionContext) -> int:
         # run_rows keys the ledger by the run group's root run id: a re-execution from
         # failure finds the rows its parent committed and skips them.
         summary = run_rows(
-            context, engine, rows, key="key", handler=_handler(work, receiver), options=options
+            context,
+            rows,
+            key="key",
+            handler=_handler(work, receiver),
+            options=options,
+            store=engine,
         )
     finally:
         work.close()

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from dagster import Definitions, EnvVar
 
+from orbit_examples.pipelines.orders_import import orders_import
+from orbit_examples.pipelines.sales_rollup import sales_rollup
+from orbit_examples.pipelines.shipments import shipments
+from orbit_examples.pipelines.store_health import store_health
 from orbit_pipelines.dagster_io.io_manager import PostgresCheckpointIOManager
 from orbit_pipelines.dagster_io.resources import OrbitStore
-from orbit_pipelines.pipelines.orders_import import orders_import
-from orbit_pipelines.pipelines.sales_rollup import sales_rollup
-from orbit_pipelines.pipelines.shipments import shipments
-from orbit_pipelines.pipelines.store_health import store_health
 from orbit_pipelines.sensors.recovery_sensor import make_recovery_sensor
 
 # The store the ops use is also where the checkpoint IO manager keeps step outputs.

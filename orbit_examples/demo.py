@@ -389,9 +389,9 @@ def run_demo(options: DemoOptions, *, log: Callable[[str], object] = print) -> D
     """Run the whole demo; every process it starts is stopped before it returns (also on
     an error, Ctrl-C or SIGTERM)."""
     # Imported here: the pipelines import dagster ops, which only the demo needs.
-    from orbit_pipelines.carrier.storage import create_tables as create_carrier_tables
-    from orbit_pipelines.pipelines.example_tables import ensure_tables
-    from orbit_pipelines.pipelines.sample_data import write_orders_csv
+    from orbit_examples.carrier.storage import create_tables as create_carrier_tables
+    from orbit_examples.pipelines.example_tables import ensure_tables
+    from orbit_examples.pipelines.sample_data import write_orders_csv
 
     began = time.monotonic()
     database = demo_database_name(options.database)
@@ -420,7 +420,7 @@ def run_demo(options: DemoOptions, *, log: Callable[[str], object] = print) -> D
     with _sigterm_as_interrupt(), ChildProcesses() as children:
         port_file = work / "carrier.port"
         port_file.unlink(missing_ok=True)
-        carrier_argv = [sys.executable, "-m", "orbit_pipelines.carrier", "--port", "0"]
+        carrier_argv = [sys.executable, "-m", "orbit_examples.carrier", "--port", "0"]
         carrier = children.start(
             [*carrier_argv, "--port-file", str(port_file)],
             env=env,

@@ -13,6 +13,7 @@ This module imports nothing from dagster: every layer may use it.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 
@@ -42,15 +43,9 @@ def _register(code: str, title: str, *, retryable: bool) -> ErrorCode:
 
 
 # E-1xxx input / validation
-E1001_MALFORMED_ROW = _register("E-1001", "malformed input row", retryable=False)
-E1002_MISSING_COLUMN = _register("E-1002", "input is missing a required column", retryable=False)
 E1003_INVALID_VALUE = _register(
     "E-1003", "input value has the wrong type or range", retryable=False
 )
-E1004_DUPLICATE_KEY = _register("E-1004", "duplicate row key in input", retryable=False)
-E1005_EMPTY_INPUT = _register("E-1005", "input is empty", retryable=False)
-E1006_ENCODING = _register("E-1006", "input is not valid UTF-8", retryable=False)
-E1007_FIELD_TOO_LARGE = _register("E-1007", "input field exceeds the size limit", retryable=False)
 E1010_UNKNOWN_RUN = _register("E-1010", "no such run", retryable=False)
 E1011_NOT_INTERRUPTED = _register("E-1011", "run is not interrupted", retryable=False)
 E1012_NOT_CONFIRMED = _register("E-1012", "action needs confirmation", retryable=False)
@@ -77,9 +72,6 @@ E2009_UNSTORABLE_OUTPUT = _register(
 E3001_SERVICE_TIMEOUT = _register("E-3001", "external service timed out", retryable=True)
 E3002_RATE_LIMITED = _register(
     "E-3002", "external service rate-limited the request", retryable=True
-)
-E3003_ADDRESS_REJECTED = _register(
-    "E-3003", "external service rejected the address", retryable=False
 )
 E3004_SERVICE_UNAVAILABLE = _register("E-3004", "external service unavailable", retryable=True)
 E3005_REQUEST_REFUSED = _register(
@@ -178,3 +170,30 @@ class OrbitError(Exception):
         if self.hint:
             text += f"\n  hint: {self.hint}"
         return text
+
+def register_error_code(code: str, title: str, *, retryable: bool) -> ErrorCode:
+    """Register an error code of your own pipelines, so orbit knows whether to retry it.
+
+    ``code`` is ``E-`` and four digits whose first digit is its family: 1 input,
+    2 configuration, 3 external service, 4 step logic, 5 auth. Raise it with
+    ``OrbitError(error, message)``; the recovery sensor retries a failed step whose error is
+    ``retryable`` and holds it for a person otherwise (E-1xxx and E-5xxx should not be
+    retryable: a retry cannot fix bad input or refused credentials). Register each code
+    once, at import time of the module that raises it.
+
+    Raises ``ValueError`` when the code is malformed, its family is not 1-5, or it is
+    already registered (by orbit or by other user code).
+    """
+    if not re.fullmatch(r"E-[1-5]\d{3}", code):
+        raise ValueError(
+            f"error code {code!r} must look like E-1234 with family digit 1-5 "
+            "(1 input, 2 configuration, 3 external service, 4 step logic, 5 auth)"
+        )
+    if not title.strip():
+        raise ValueError(f"error code {code}: the title must not be empty")
+    existing = _REGISTRY.get(code)
+    if existing is not None:
+        raise ValueError(
+            f"error code {code} is already registered ({existing.title!r}); pick another number"
+        )
+    return _register(code, title, retryable=retryable)

@@ -13,7 +13,7 @@ from orbit_pipelines.dagster_io.dagster_home import shipped_config
 
 def test_definitions_import_and_resolve(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ORBIT_POSTGRES_URL", "postgresql://user:pw@localhost/db")
-    from orbit_pipelines.definitions import defs
+    from orbit_examples.definitions import defs
 
     for job in defs.resolve_all_job_defs():
         assert job.name

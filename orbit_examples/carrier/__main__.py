@@ -1,4 +1,4 @@
-"""``python -m orbit_pipelines.carrier``: run the local carrier until SIGTERM/SIGINT.
+"""``python -m orbit_examples.carrier``: run the local carrier until SIGTERM/SIGINT.
 
 The token comes from ``--token`` or, better (it stays out of ``ps``), ``ORBIT_CARRIER_TOKEN``;
 Postgres from ``--postgres-url`` or ``ORBIT_POSTGRES_URL``. With ``--port 0`` the OS picks a
@@ -18,8 +18,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
-from orbit_pipelines.carrier import storage
-from orbit_pipelines.carrier.server import DEFAULT_TIMEOUT_DELAY_S, CarrierServer
+from orbit_examples.carrier import storage
+from orbit_examples.carrier.server import DEFAULT_TIMEOUT_DELAY_S, CarrierServer
 from orbit_pipelines.errors import OrbitError
 from orbit_pipelines.store.engine import check_connection, create_store_engine
 from orbit_pipelines.store.urls import mask_url
@@ -29,7 +29,7 @@ TOKEN_ENV = "ORBIT_CARRIER_TOKEN"
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m orbit_pipelines.carrier", description="Run the local carrier service."
+        prog="python -m orbit_examples.carrier", description="Run the local carrier service."
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0: let the OS pick a free port")

@@ -25,11 +25,11 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
+from orbit_examples.errors import E3003_ADDRESS_REJECTED
 from orbit_pipelines.errors import (
     E2008_BAD_CONFIG,
     E3001_SERVICE_TIMEOUT,
     E3002_RATE_LIMITED,
-    E3003_ADDRESS_REJECTED,
     E3004_SERVICE_UNAVAILABLE,
     E3005_REQUEST_REFUSED,
     E5001_UNAUTHORIZED,

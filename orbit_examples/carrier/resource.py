@@ -10,7 +10,7 @@ from __future__ import annotations
 from dagster import ConfigurableResource
 from pydantic import Field
 
-from orbit_pipelines.carrier.client import DEFAULT_TIMEOUT_S, CarrierClient
+from orbit_examples.carrier.client import DEFAULT_TIMEOUT_S, CarrierClient
 
 CARRIER_URL_ENV = "ORBIT_CARRIER_URL"
 CARRIER_TOKEN_ENV = "ORBIT_CARRIER_TOKEN"

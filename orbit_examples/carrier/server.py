@@ -29,9 +29,9 @@ from urllib.parse import parse_qs, urlsplit
 
 from sqlalchemy import Engine
 
-from orbit_pipelines.carrier import storage
+from orbit_examples.carrier import storage
 
-log = logging.getLogger("orbit_pipelines.carrier")
+log = logging.getLogger("orbit_examples.carrier")
 
 MAX_BODY_BYTES = 1 << 20
 DEFAULT_TIMEOUT_DELAY_S = 5.0

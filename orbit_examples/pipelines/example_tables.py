@@ -34,7 +34,7 @@ from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg as psycopg_dialect
 from sqlalchemy.schema import CreateSchema
 
-from orbit_pipelines.pipelines.orders_input import Order, ParsedOrders, RejectedRow
+from orbit_examples.pipelines.orders_input import Order, ParsedOrders, RejectedRow
 
 SCHEMA = "orbit_examples"
 metadata = MetaData(schema=SCHEMA)

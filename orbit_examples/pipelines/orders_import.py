@@ -24,10 +24,9 @@ import pandas as pd
 from dagster import Config, MetadataValue, OpExecutionContext, Out, Output, job, op
 from pydantic import Field
 
-from orbit_pipelines.dagster_io.resources import OrbitStore
-from orbit_pipelines.errors import E1004_DUPLICATE_KEY
-from orbit_pipelines.pipelines import example_tables
-from orbit_pipelines.pipelines.orders_input import (
+from orbit_examples.errors import E1004_DUPLICATE_KEY
+from orbit_examples.pipelines import example_tables
+from orbit_examples.pipelines.orders_input import (
     REQUIRED_COLUMNS,
     Order,
     ParsedOrders,
@@ -38,8 +37,9 @@ from orbit_pipelines.pipelines.orders_input import (
     read_records,
     validate_values,
 )
-from orbit_pipelines.pipelines.resources import example_resources
-from orbit_pipelines.pipelines.step_scope import KillSwitch, is_first_attempt
+from orbit_examples.pipelines.resources import example_resources
+from orbit_examples.pipelines.step_scope import KillSwitch, is_first_attempt
+from orbit_pipelines.dagster_io.resources import OrbitStore
 
 QUARANTINE_COLUMNS = ["line", "raw", "code", "reason", "order_id"]
 

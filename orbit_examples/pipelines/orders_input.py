@@ -53,17 +53,15 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
-from orbit_pipelines.errors import (
+from orbit_examples.errors import (
     E1001_MALFORMED_ROW,
     E1002_MISSING_COLUMN,
-    E1003_INVALID_VALUE,
     E1004_DUPLICATE_KEY,
     E1005_EMPTY_INPUT,
     E1006_ENCODING,
     E1007_FIELD_TOO_LARGE,
-    ErrorCode,
-    OrbitError,
 )
+from orbit_pipelines.errors import E1003_INVALID_VALUE, ErrorCode, OrbitError
 
 REQUIRED_COLUMNS = ("order_id", "customer", "address", "region", "order_date", "items")
 FIELD_LIMIT_BYTES = 64 * 1024

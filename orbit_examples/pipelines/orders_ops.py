@@ -6,9 +6,9 @@ No ``from __future__ import annotations``: Dagster reads the op annotations.
 from dagster import Config, MetadataValue, OpExecutionContext, op
 from pydantic import Field
 
+from orbit_examples.pipelines import example_tables
+from orbit_examples.pipelines.orders_input import read_orders
 from orbit_pipelines.dagster_io.resources import OrbitStore
-from orbit_pipelines.pipelines import example_tables
-from orbit_pipelines.pipelines.orders_input import read_orders
 
 
 class OrdersFileConfig(Config):

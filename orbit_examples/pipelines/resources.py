@@ -10,7 +10,7 @@ from typing import Any
 
 from dagster import EnvVar
 
-from orbit_pipelines.dagster_io.carrier_resource import (
+from orbit_examples.carrier.resource import (
     CARRIER_TOKEN_ENV,
     CARRIER_URL_ENV,
     CarrierResource,

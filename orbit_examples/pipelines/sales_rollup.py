@@ -21,12 +21,12 @@ from typing import Any
 from dagster import Config, OpExecutionContext, job, op
 from pydantic import Field
 
+from orbit_examples.pipelines import example_tables
+from orbit_examples.pipelines.orders_ops import load_orders
+from orbit_examples.pipelines.resources import example_resources
+from orbit_examples.pipelines.step_scope import KillSwitch, run_scope
 from orbit_pipelines.dagster_io.resources import OrbitStore
 from orbit_pipelines.execution import ExecutorOptions, RowContext, RowExecutor, SumBy
-from orbit_pipelines.pipelines import example_tables
-from orbit_pipelines.pipelines.orders_ops import load_orders
-from orbit_pipelines.pipelines.resources import example_resources
-from orbit_pipelines.pipelines.step_scope import KillSwitch, run_scope
 
 TOTALS = ("items", "quantity", "revenue_cents")
 

@@ -1,6 +1,6 @@
 """Deterministic demo/test orders CSVs (same seed, same bytes), optionally with bad rows.
 
-``python -m orbit_pipelines.pipelines.sample_data OUT.csv --orders 1000 --bad-rows``
+``python -m orbit_examples.pipelines.sample_data OUT.csv --orders 1000 --bad-rows``
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from datetime import date, timedelta
 from pathlib import Path
 
-from orbit_pipelines.pipelines.orders_input import REQUIRED_COLUMNS
+from orbit_examples.pipelines.orders_input import REQUIRED_COLUMNS
 
 REGIONS = ("EU-WEST", "EU-NORTH", "US-EAST", "US-WEST", "APAC")
 SKUS = ("A-100", "A-200", "B-100", "B-300", "C-150", "D-010")

@@ -35,14 +35,14 @@ from dagster import (
 )
 from pydantic import Field
 
-from orbit_pipelines.carrier.client import CarrierClient, CarrierError
-from orbit_pipelines.dagster_io.carrier_resource import CarrierResource
+from orbit_examples.carrier.client import CarrierClient, CarrierError
+from orbit_examples.carrier.resource import CarrierResource
+from orbit_examples.pipelines import example_tables
+from orbit_examples.pipelines.orders_ops import load_orders
+from orbit_examples.pipelines.resources import example_resources
+from orbit_examples.pipelines.step_scope import KillSwitch, run_scope
 from orbit_pipelines.dagster_io.resources import OrbitStore
 from orbit_pipelines.execution import ExecutorOptions, RowContext, RowExecutor
-from orbit_pipelines.pipelines import example_tables
-from orbit_pipelines.pipelines.orders_ops import load_orders
-from orbit_pipelines.pipelines.resources import example_resources
-from orbit_pipelines.pipelines.step_scope import KillSwitch, run_scope
 
 
 class ShardConfig(Config):

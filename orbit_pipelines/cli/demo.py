@@ -1,25 +1,40 @@
-"""`orbit demo`: the one-command tour (see orbit_pipelines/demo.py)."""
+"""`orbit demo`: the one-command tour (see orbit_examples/demo.py).
+
+The demo is an example (the carrier, the ``shipments`` job), so it lives in the
+``orbit_examples`` package, which the product never imports at module level: this command
+imports it when it runs, and says clearly what to install when it is absent.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from types import ModuleType
 from typing import Any
 
 from orbit_pipelines.cli.output import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
-from orbit_pipelines.demo import (
-    DEMO_DATABASE,
-    DEMO_DATABASE_ENV,
-    DEMO_SENSOR_INTERVAL_S,
-    INTERVAL_ENV,
-    DemoOptions,
-    demo_database_name,
-    run_demo,
+
+MISSING_EXAMPLES = (
+    "error: orbit demo needs the orbit_examples package, which ships with orbit_pipelines' "
+    "source tree: run `pip install -e .` in a checkout of orbit_pipelines"
 )
+
+
+def _examples_demo() -> ModuleType | None:
+    """``orbit_examples.demo``, or None when the examples are not installed."""
+    try:
+        # The one place the product reaches into the examples, lazily (see test_public_api).
+        from orbit_examples import demo
+    except ModuleNotFoundError as missing:
+        if missing.name is not None and missing.name.startswith("orbit_examples"):
+            return None
+        raise
+    return demo
 
 
 def register(subparsers: Any) -> None:
     """Add the `demo` command."""
+    demo_module = _examples_demo()
     demo = subparsers.add_parser(
         "demo",
         help="ship orders, kill a worker partway, let the sensor recover it, report",
@@ -27,6 +42,11 @@ def register(subparsers: Any) -> None:
         "duplicate shipment and every order carries the tracking number the carrier "
         "assigned to it.",
     )
+    if demo_module is None:
+        demo.set_defaults(handler=_cmd_missing_examples)
+        return
+    DemoOptions = demo_module.DemoOptions
+    DEMO_DATABASE = demo_module.DEMO_DATABASE
     demo.add_argument("--orders", type=int, default=DemoOptions.orders, help="orders to ship")
     demo.add_argument("--shards", type=int, default=DemoOptions.shards, help="parallel shards")
     demo.add_argument(
@@ -41,18 +61,23 @@ def register(subparsers: Any) -> None:
     demo.add_argument(
         "--database",
         default=None,
-        help=f"demo database, dropped and recreated (default ${DEMO_DATABASE_ENV}, "
+        help=f"demo database, dropped and recreated (default ${demo_module.DEMO_DATABASE_ENV}, "
         f"else {DEMO_DATABASE}; must start with {DEMO_DATABASE})",
     )
     demo.add_argument(
         "--sensor-interval",
         type=int,
         default=None,
-        help=f"recovery sensor interval in seconds (default ${INTERVAL_ENV}, "
-        f"else {DEMO_SENSOR_INTERVAL_S})",
+        help=f"recovery sensor interval in seconds (default ${demo_module.INTERVAL_ENV}, "
+        f"else {demo_module.DEMO_SENSOR_INTERVAL_S})",
     )
     demo.add_argument("--json", action="store_true", help="print the report as one JSON object")
     demo.set_defaults(handler=cmd_demo)
+
+
+def _cmd_missing_examples(args: argparse.Namespace) -> int:
+    print(MISSING_EXAMPLES, file=sys.stderr)
+    return EXIT_FAILURE
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -63,17 +88,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if args.sensor_interval is not None and args.sensor_interval < 1:
         print("error: --sensor-interval must be at least 1", file=sys.stderr)
         return EXIT_USAGE
-    options = DemoOptions(
+    demo_module = _examples_demo()
+    if demo_module is None:
+        return _cmd_missing_examples(args)
+    options = demo_module.DemoOptions(
         orders=args.orders,
         shards=args.shards,
         kill_after_rows=args.kill_after,
         timeout_s=args.timeout,
-        database=demo_database_name(args.database),
+        database=demo_module.demo_database_name(args.database),
         sensor_interval_s=args.sensor_interval,
     )
     # Progress goes to stderr so that --json leaves stdout to the report alone.
     try:
-        report = run_demo(
+        report = demo_module.run_demo(
             options, log=lambda line: print(f"orbit demo: {line}", file=sys.stderr, flush=True)
         )
     except KeyboardInterrupt:

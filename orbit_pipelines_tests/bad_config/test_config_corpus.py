@@ -14,11 +14,11 @@ import pytest
 from dagster import DagsterEvent, DagsterInstance
 from sqlalchemy import Engine, func, select
 
-from orbit_pipelines.carrier import storage as carrier_tables
-from orbit_pipelines.dagster_io.carrier_resource import CARRIER_TOKEN_ENV, CARRIER_URL_ENV
-from orbit_pipelines.pipelines.sales_rollup import sales_rollup
-from orbit_pipelines.pipelines.sample_data import write_orders_csv
-from orbit_pipelines.pipelines.shipments import shipments
+from orbit_examples.carrier import storage as carrier_tables
+from orbit_examples.carrier.resource import CARRIER_TOKEN_ENV, CARRIER_URL_ENV
+from orbit_examples.pipelines.sales_rollup import sales_rollup
+from orbit_examples.pipelines.sample_data import write_orders_csv
+from orbit_examples.pipelines.shipments import shipments
 from orbit_pipelines.store import tables as orbit_tables
 from orbit_pipelines.store.urls import POSTGRES_URL_ENV
 from orbit_pipelines_tests.carrier.running import TOKEN, RunningCarrier, start_carrier

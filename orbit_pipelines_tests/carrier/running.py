@@ -7,7 +7,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from orbit_pipelines.carrier.client import CarrierClient
+from orbit_examples.carrier.client import CarrierClient
 from orbit_pipelines_tests.processes import ChildProcesses, wait_for
 
 TOKEN = "test-token-s3cret"
@@ -28,7 +28,7 @@ class RunningCarrier:
 def start_carrier(
     children: ChildProcesses, db_url: str, scratch: Path, *extra: str
 ) -> RunningCarrier:
-    """Start ``python -m orbit_pipelines.carrier`` and wait for its port file."""
+    """Start ``python -m orbit_examples.carrier`` and wait for its port file."""
     scratch.mkdir(parents=True, exist_ok=True)
     port_file = scratch / "carrier.port"
     log = scratch / "carrier.log"
@@ -37,7 +37,7 @@ def start_carrier(
         [
             sys.executable,
             "-m",
-            "orbit_pipelines.carrier",
+            "orbit_examples.carrier",
             "--port",
             "0",
             "--port-file",

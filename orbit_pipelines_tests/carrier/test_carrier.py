@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, func, select
 
-from orbit_pipelines.carrier import storage
-from orbit_pipelines.carrier.client import CarrierClient, CarrierError
+from orbit_examples.carrier import storage
+from orbit_examples.carrier.client import CarrierClient, CarrierError
 from orbit_pipelines.errors import OrbitError
 from orbit_pipelines_tests.carrier.running import TOKEN, RunningCarrier, start_carrier
 from orbit_pipelines_tests.processes import ChildProcesses

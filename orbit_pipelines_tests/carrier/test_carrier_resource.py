@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from dagster import EnvVar, build_init_resource_context
 
-from orbit_pipelines.dagster_io.carrier_resource import CarrierResource
+from orbit_examples.carrier.resource import CarrierResource
 
 
 def test_resource_builds_a_client_from_env_and_hides_the_token(

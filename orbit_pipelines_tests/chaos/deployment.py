@@ -1,5 +1,5 @@
 """The real deployment a chaos round runs against: our own Postgres, the carrier, a
-``dagster-daemon`` on the shipped code location (orbit_pipelines.definitions) with the
+``dagster-daemon`` on the shipped code location (orbit_examples.definitions) with the
 recovery sensor on short intervals.
 
 It extends the recovery e2e tests' ``Harness`` (same daemon, status and run-group helpers)

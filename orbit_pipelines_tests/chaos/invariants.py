@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, text
 
-from orbit_pipelines.pipelines.sales_rollup import TOTALS, expected_totals, group_key
+from orbit_examples.pipelines.sales_rollup import TOTALS, expected_totals, group_key
 
 # Every committed UPDATE that sets orders.tracking_number leaves one row here, so a second
 # write of the same number (which the final table could not show) is still counted. A

@@ -14,8 +14,8 @@ from typing import Any
 
 from dagster import DagsterRunStatus
 
-from orbit_pipelines.pipelines.orders_input import read_orders
-from orbit_pipelines.pipelines.sample_data import write_orders_csv
+from orbit_examples.pipelines.orders_input import read_orders
+from orbit_examples.pipelines.sample_data import write_orders_csv
 from orbit_pipelines.recovery.liveness import pid_alive, this_host
 from orbit_pipelines.store.recoveries import recoveries_for_group
 from orbit_pipelines_tests.chaos.deployment import TERMINAL, ChaosHarness

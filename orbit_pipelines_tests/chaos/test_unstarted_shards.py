@@ -22,9 +22,9 @@ import pytest
 from dagster import DagsterRunStatus
 from sqlalchemy import Engine
 
-from orbit_pipelines.pipelines import example_tables
-from orbit_pipelines.pipelines.orders_input import read_orders
-from orbit_pipelines.pipelines.sample_data import write_orders_csv
+from orbit_examples.pipelines import example_tables
+from orbit_examples.pipelines.orders_input import read_orders
+from orbit_examples.pipelines.sample_data import write_orders_csv
 from orbit_pipelines.processes import ChildProcesses, wait_for
 from orbit_pipelines_tests.carrier.running import start_carrier
 from orbit_pipelines_tests.chaos.deployment import TERMINAL, ChaosHarness

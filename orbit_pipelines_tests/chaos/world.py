@@ -13,13 +13,13 @@ from pathlib import Path
 import psycopg
 from sqlalchemy import Engine
 
-from orbit_pipelines.carrier import storage as carrier_storage
+from orbit_examples.carrier import storage as carrier_storage
+from orbit_examples.pipelines import example_tables
 from orbit_pipelines.dagster_io.dagster_home import (
     dagster_env,
     dagster_instance,
     prepare_dagster_home,
 )
-from orbit_pipelines.pipelines import example_tables
 from orbit_pipelines.processes import ChildProcesses
 from orbit_pipelines.store.engine import create_store_engine
 from orbit_pipelines.store.migrations import upgrade

@@ -82,7 +82,7 @@ def test_a_keyword_string_is_e2007_with_the_password_masked() -> None:
 
 
 def _store_health_events(dagster_home: Path, url: str, monkeypatch: pytest.MonkeyPatch) -> str:
-    from orbit_pipelines.definitions import defs
+    from orbit_examples.definitions import defs
     from orbit_pipelines.store.urls import dagster_storage_url
 
     monkeypatch.setenv("ORBIT_POSTGRES_URL", dagster_storage_url(url))

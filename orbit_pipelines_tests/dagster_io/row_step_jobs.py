@@ -33,7 +33,6 @@ def charge(context: OpExecutionContext, config: ChargeConfig, orbit_store: Orbit
     orders = [{"id": i, "amount": i} for i in range(ROWS)]
     summary = run_rows(
         context,
-        orbit_store.engine,
         orders,
         key="id",
         handler=handle,

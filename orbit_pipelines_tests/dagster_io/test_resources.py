@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from orbit_examples.pipelines.store_health import store_health
 from orbit_pipelines.dagster_io.resources import OrbitStore
-from orbit_pipelines.pipelines.store_health import store_health
 from orbit_pipelines.store.engine import create_store_engine
 from orbit_pipelines.store.migrations import available_migrations, status
 

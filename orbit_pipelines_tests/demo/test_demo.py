@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from orbit_pipelines.demo import drop_demo_database
+from orbit_examples.demo import drop_demo_database
 from orbit_pipelines_tests.processes import ChildProcesses, wait_for
 
 ORDERS = 200

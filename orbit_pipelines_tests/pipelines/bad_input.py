@@ -16,8 +16,8 @@ from pathlib import Path
 from dagster import DagsterEvent
 from sqlalchemy import Engine, inspect, select
 
-from orbit_pipelines.pipelines import example_tables as t
-from orbit_pipelines.pipelines.orders_input import REQUIRED_COLUMNS
+from orbit_examples.pipelines import example_tables as t
+from orbit_examples.pipelines.orders_input import REQUIRED_COLUMNS
 
 CORPUS = Path(__file__).parent / "corpus"
 

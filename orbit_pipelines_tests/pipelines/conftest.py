@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 
-from orbit_pipelines.dagster_io.carrier_resource import CARRIER_TOKEN_ENV, CARRIER_URL_ENV
+from orbit_examples.carrier.resource import CARRIER_TOKEN_ENV, CARRIER_URL_ENV
 from orbit_pipelines_tests.carrier.running import TOKEN, RunningCarrier, start_carrier
 from orbit_pipelines_tests.pipelines.location_harness import LocationHarness
 from orbit_pipelines_tests.processes import ChildProcesses
@@ -32,7 +32,7 @@ def carrier(
 def location(
     dagster_home: Path, db_url: str, engine: Engine, children: ChildProcesses, tmp_path: Path
 ) -> LocationHarness:
-    """``orbit_pipelines.definitions`` on this test's database (daemon not started yet:
+    """``orbit_examples.definitions`` on this test's database (daemon not started yet:
     start it after the env it must inherit, e.g. the carrier's URL, is set)."""
     return LocationHarness(
         home=dagster_home, db_url=db_url, engine=engine, children=children, tmp=tmp_path

@@ -1,4 +1,4 @@
-"""The real code location (``orbit_pipelines.definitions``) under a real ``dagster-daemon``.
+"""The real code location (``orbit_examples.definitions``) under a real ``dagster-daemon``.
 
 The end-to-end tests of the example jobs share this: a daemon whose code server loads our
 definitions and evaluates the recovery sensor, runs launched through Dagster's queue with
@@ -23,7 +23,7 @@ from orbit_pipelines_tests.processes import wait_for
 from orbit_pipelines_tests.sensors.harness import REPO_ROOT, Harness
 
 LOCATION = "orbit_pipelines"
-MODULE = "orbit_pipelines.definitions"
+MODULE = "orbit_examples.definitions"
 # How Dagster's multiprocess executor reports a step whose process was SIGKILLed.
 CRASH = "dagster._core.executor.child_process_executor.ChildProcessCrashException"
 ENDED = (DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED)
@@ -49,7 +49,7 @@ run_coordinator:
 
 @dataclass
 class LocationHarness(Harness):
-    """A Dagster deployment of ``orbit_pipelines.definitions`` on one test's database."""
+    """A Dagster deployment of ``orbit_examples.definitions`` on one test's database."""
 
     settings_env: dict[str, str] = field(default_factory=lambda: dict(RECOVERY_ENV))
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from sqlalchemy import Engine, select
 
-from orbit_pipelines.pipelines import example_tables as t
-from orbit_pipelines.pipelines.orders_input import read_orders
+from orbit_examples.pipelines import example_tables as t
+from orbit_examples.pipelines.orders_input import read_orders
 
 CORPUS = Path(__file__).parent / "corpus"
 

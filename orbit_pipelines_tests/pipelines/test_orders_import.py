@@ -8,8 +8,8 @@ import pytest
 from dagster import DagsterInstance
 from sqlalchemy import Engine, select
 
-from orbit_pipelines.pipelines import example_tables as t
-from orbit_pipelines.pipelines.orders_import import orders_import
+from orbit_examples.pipelines import example_tables as t
+from orbit_examples.pipelines.orders_import import orders_import
 from orbit_pipelines_tests.pipelines.bad_input import (
     FILE_CASES,
     ROW_CASES,
@@ -60,7 +60,7 @@ def test_a_rejected_file_fails_the_run_with_its_code_and_writes_nothing(
 def test_importing_the_same_file_twice_changes_nothing(
     dagster_home: Path, engine: Engine, tmp_path: Path
 ) -> None:
-    from orbit_pipelines.pipelines.sample_data import write_orders_csv
+    from orbit_examples.pipelines.sample_data import write_orders_csv
 
     path = write_orders_csv(tmp_path / "orders.csv", 50, bad_rows=True)
     assert run_import(path)[0] and run_import(path)[0]

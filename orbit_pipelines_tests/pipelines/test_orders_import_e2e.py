@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from orbit_pipelines.pipelines import example_tables as t
-from orbit_pipelines.pipelines.orders_input import read_orders
-from orbit_pipelines.pipelines.sample_data import write_orders_csv
+from orbit_examples.pipelines import example_tables as t
+from orbit_examples.pipelines.orders_input import read_orders
+from orbit_examples.pipelines.sample_data import write_orders_csv
 from orbit_pipelines_tests.pipelines.location_harness import CRASH, LocationHarness
 
 ORDERS = 60

@@ -7,15 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from orbit_pipelines.errors import OrbitError
-from orbit_pipelines.pipelines.orders_input import (
+from orbit_examples.pipelines.orders_input import (
     FIELD_LIMIT_BYTES,
     RAW_TEXT_LIMIT,
     REQUIRED_COLUMNS,
     Order,
     read_orders,
 )
-from orbit_pipelines.pipelines.sample_data import BAD_ROW_CODES, write_orders_csv
+from orbit_examples.pipelines.sample_data import BAD_ROW_CODES, write_orders_csv
+from orbit_pipelines.errors import OrbitError
 
 CORPUS = Path(__file__).parent / "corpus"
 

@@ -10,10 +10,10 @@ import pytest
 from dagster import DagsterInstance, ReexecutionOptions, execute_job, reconstructable
 from sqlalchemy import Engine, delete, select
 
-from orbit_pipelines.pipelines import example_tables as t
-from orbit_pipelines.pipelines.orders_input import read_orders
-from orbit_pipelines.pipelines.sales_rollup import expected_totals, sales_rollup
-from orbit_pipelines.pipelines.sample_data import write_orders_csv
+from orbit_examples.pipelines import example_tables as t
+from orbit_examples.pipelines.orders_input import read_orders
+from orbit_examples.pipelines.sales_rollup import expected_totals, sales_rollup
+from orbit_examples.pipelines.sample_data import write_orders_csv
 from orbit_pipelines_tests.pipelines.bad_input import (
     FILE_CASES,
     ROW_CASES,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from orbit_pipelines.pipelines.sample_data import write_orders_csv
+from orbit_examples.pipelines.sample_data import write_orders_csv
 from orbit_pipelines_tests.pipelines.location_harness import CRASH, LocationHarness
 from orbit_pipelines_tests.pipelines.test_sales_rollup import config, oracle, summary_table
 

@@ -9,10 +9,10 @@ import pytest
 from dagster import DagsterInstance, ReexecutionOptions, execute_job, reconstructable
 from sqlalchemy import Engine, func, select
 
-from orbit_pipelines.carrier import storage as carrier_tables
-from orbit_pipelines.pipelines import example_tables as t
-from orbit_pipelines.pipelines.sample_data import order_id, write_orders_csv
-from orbit_pipelines.pipelines.shipments import shard_of, shipments
+from orbit_examples.carrier import storage as carrier_tables
+from orbit_examples.pipelines import example_tables as t
+from orbit_examples.pipelines.sample_data import order_id, write_orders_csv
+from orbit_examples.pipelines.shipments import shard_of, shipments
 from orbit_pipelines.store import tables as orbit_tables
 from orbit_pipelines_tests.carrier.running import RunningCarrier
 from orbit_pipelines_tests.pipelines.bad_input import (

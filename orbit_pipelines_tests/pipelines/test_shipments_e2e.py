@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from orbit_pipelines.carrier import storage as carrier_tables
-from orbit_pipelines.pipelines.sample_data import order_id, write_orders_csv
-from orbit_pipelines.pipelines.shipments import shard_of
+from orbit_examples.carrier import storage as carrier_tables
+from orbit_examples.pipelines.sample_data import order_id, write_orders_csv
+from orbit_examples.pipelines.shipments import shard_of
 from orbit_pipelines_tests.carrier.running import RunningCarrier
 from orbit_pipelines_tests.pipelines.location_harness import CRASH, LocationHarness
 from orbit_pipelines_tests.pipelines.test_shipments import (

@@ -1,0 +1,217 @@
+"""The chunked DataFrame path of ``run_frames``, on top of ``RowExecutor.run``.
+
+``RowExecutor.run`` takes its rows ``batch_size`` at a time and commits each batch. The
+rows handed to it here are one light item per frame row, produced chunk by chunk: when the
+executor asks for the first item of a chunk (after the previous batch committed), the
+chunk's rows that are neither done nor already handled in this run go to the user's frame
+handler as one DataFrame; its per-row outcomes ride on the items, and the per-row handler
+only applies them (emit, aggregate, raise the row's error). So a chunk is exactly one batch,
+one transaction: outcomes, aggregation states and the handler's writes through
+``fctx.conn`` commit together.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import psycopg
+
+from orbit_pipelines.errors import E4004_ROW_FAILED, ErrorCode, OrbitError, is_retryable, lookup
+from orbit_pipelines.execution import RowContext, row_key_hash
+from orbit_pipelines.execution.done_set import HASH_DTYPE
+
+if TYPE_CHECKING:
+    from orbit_pipelines.execution import RowExecutor
+
+ERROR_COLUMN = "error"
+MESSAGE_COLUMN = "message"
+RESULT_COLUMN = "result"
+
+
+@dataclass
+class FrameContext:
+    """What a frame handler gets besides its chunk.
+
+    ``conn``: the psycopg connection of the batch transaction. Writes made through it
+    commit in the same transaction as the chunk's row outcomes (so they happen once); do not
+    commit or roll back yourself. ``chunk_no`` counts chunks handed to the handler in this
+    run, from 0. ``root_run_id`` / ``step_key`` say which step of which run group this is.
+    """
+
+    _executor: RowExecutor
+    chunk_no: int
+    root_run_id: str
+    step_key: str
+
+    @property
+    def conn(self) -> psycopg.Connection:
+        """The batch transaction's connection (checks first that this execution still owns
+        the step, so a stale worker writes nothing)."""
+        self._executor.open_batch()
+        return self._executor.conn
+
+
+FrameHandler = Callable[[pd.DataFrame, FrameContext], "pd.Series | pd.DataFrame | None"]
+"""``handler(chunk, fctx)``: up to ``batch_size`` pending rows; returns their outcomes."""
+
+
+class _Item:
+    """One frame row as the executor sees it: its key and what the frame handler said."""
+
+    __slots__ = ("aggs", "error", "key", "result")
+
+    def __init__(self, key: Any) -> None:
+        self.key = key
+        self.error: BaseException | None = None
+        self.result: Any = None
+        self.aggs: list[tuple[str, Any]] | None = None
+
+    def apply(self, ctx: RowContext) -> None:
+        if self.error is not None:
+            raise self.error
+        if self.result is not None:
+            ctx.emit(self.result)
+        for name, value in self.aggs or ():
+            ctx.agg[name].add(value)
+
+
+class _FrameRows:
+    """The items of a frame, chunk by chunk; has a length so progress shows a percentage."""
+
+    def __init__(self, items: Iterator[_Item], length: int) -> None:
+        self._items = items
+        self._length = length
+
+    def __len__(self) -> int:
+        return self._length
+
+    def __iter__(self) -> Iterator[_Item]:
+        return self._items
+
+
+def frame_rows(
+    ex: RowExecutor,
+    frame: pd.DataFrame,
+    key: str,
+    handler: FrameHandler,
+    agg_names: Sequence[str],
+) -> _FrameRows:
+    """The rows to give ``ex.run`` for ``run_frames`` (see the module docstring)."""
+    return _FrameRows(_items(ex, frame, key, handler, agg_names), len(frame))
+
+
+def _digest(value: Any) -> bytes | None:
+    try:
+        return row_key_hash(value)
+    except Exception:
+        return None  # a bad key: the executor fails the row with its own code
+
+
+def _items(
+    ex: RowExecutor,
+    frame: pd.DataFrame,
+    key: str,
+    handler: FrameHandler,
+    agg_names: Sequence[str],
+) -> Iterator[_Item]:
+    size = ex.options.batch_size
+    done_set = ex.load_done()
+    handed: set[bytes] = set()  # keys already given to the handler in this run
+    keys = frame[key]
+    chunk_no = 0
+    for start in range(0, len(frame), size):
+        values = keys.iloc[start : start + size].tolist()
+        items = [_Item(v) for v in values]
+        digests = [_digest(v) for v in values]
+        known = [d for d in digests if d is not None]
+        done = (
+            done_set.contains(np.frombuffer(b"".join(known), dtype=HASH_DTYPE))
+            if known
+            else np.zeros(0, dtype=bool)
+        )
+        done_iter = iter(done.tolist())
+        pending: list[int] = []
+        for n, digest in enumerate(digests):
+            if digest is None:
+                continue  # the executor fails it (E-1013/E-1014) without handling it
+            if next(done_iter) or digest in handed:
+                continue
+            handed.add(digest)
+            pending.append(n)
+        if pending:
+            chunk = frame.iloc[start : start + size].iloc[pending]
+            fctx = FrameContext(ex, chunk_no, ex.scope.root_run_id, ex.scope.step_key)
+            chunk_no += 1
+            try:
+                outcome = handler(chunk, fctx)
+                _attach(outcome, chunk, [items[n] for n in pending], agg_names)
+            except Exception as error:
+                # As if each pending row's handler had raised it.
+                for n in pending:
+                    items[n].error = error
+        yield from items
+
+
+def _attach(
+    outcome: Any, chunk: pd.DataFrame, items: list[_Item], agg_names: Sequence[str]
+) -> None:
+    if outcome is None:
+        return
+    if isinstance(outcome, pd.Series):
+        outcome = outcome.to_frame(ERROR_COLUMN)
+    if not isinstance(outcome, pd.DataFrame):
+        raise TypeError(
+            f"a frame handler returns None, a Series or a DataFrame, not {type(outcome).__name__}"
+        )
+    if not outcome.index.equals(chunk.index):
+        outcome = outcome.reindex(chunk.index)
+    columns = set(outcome.columns)
+    errors = outcome[ERROR_COLUMN].tolist() if ERROR_COLUMN in columns else None
+    messages = outcome[MESSAGE_COLUMN].tolist() if MESSAGE_COLUMN in columns else None
+    results = outcome[RESULT_COLUMN].tolist() if RESULT_COLUMN in columns else None
+    agg_columns = [(n, outcome[n].tolist()) for n in agg_names if n in columns]
+    for i, item in enumerate(items):
+        if errors is not None:
+            message = messages[i] if messages is not None else None
+            item.error = _row_error(errors[i], message)
+            if item.error is not None:
+                continue
+        if results is not None and not _missing(results[i]):
+            item.result = _plain(results[i])
+        if agg_columns:
+            item.aggs = [
+                (name, _plain(values[i])) for name, values in agg_columns if not _missing(values[i])
+            ]
+
+
+def _missing(value: Any) -> bool:
+    if value is None:
+        return True
+    try:
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):
+        return False  # a list or dict: present
+
+
+def _plain(value: Any) -> Any:
+    # numpy scalars to Python ones, so results and aggregation states stay JSON-able.
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _row_error(flag: Any, message: Any) -> OrbitError | None:
+    """The row's error from its ``error`` cell: True/None/NaN ok, False failed, a code."""
+    if _missing(flag) or flag is True or (isinstance(flag, np.bool_) and bool(flag)):
+        return None
+    text = message if isinstance(message, str) and message else None
+    if flag is False or (isinstance(flag, np.bool_) and not bool(flag)):
+        return OrbitError(E4004_ROW_FAILED, text or "the frame handler marked the row failed")
+    code, _, rest = str(flag).partition(" ")
+    if not re.fullmatch(r"E-\d{4}", code):
+        return OrbitError(E4004_ROW_FAILED, f"the frame handler returned {flag!r} as the error")
+    error = lookup(code) or ErrorCode(code, "error code of the frame handler", is_retryable(code))
+    return OrbitError(error, text or rest or error.title)

@@ -1,0 +1,278 @@
+"""The public API: what ``orbit_pipelines.__all__`` promises, that a job built from those names
+alone runs, and that the product never imports the examples package.
+
+No ``from __future__ import annotations``: Dagster inspects the op and asset signatures.
+"""
+
+import ast
+import importlib
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from dagster import (
+    AssetExecutionContext,
+    DagsterInstance,
+    Definitions,
+    OpExecutionContext,
+    asset,
+    job,
+    materialize,
+    op,
+)
+
+import orbit_pipelines
+from orbit_pipelines import (
+    Count,
+    ExecutorOptions,
+    FrameContext,
+    OrbitError,
+    OrbitStore,
+    PostgresCheckpointIOManager,
+    RowContext,
+    Sum,
+    make_recovery_sensor,
+    register_error_code,
+    run_frames,
+    run_rows,
+)
+
+PRODUCT = Path(orbit_pipelines.__file__).parent
+# The one import of the examples the product may make: `orbit demo`, lazily, inside a
+# function, behind a clear error when the examples are not installed.
+ALLOWED_LAZY = {("cli/demo.py", "_examples_demo")}
+
+
+def _examples_imports(tree: ast.AST) -> list[tuple[int, str | None]]:
+    """(line, enclosing function or None) of every import of orbit_examples in ``tree``."""
+    found: list[tuple[int, str | None]] = []
+
+    def visit(node: ast.AST, function: str | None) -> None:
+        for child in ast.iter_child_nodes(node):
+            inner = function
+            if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef):
+                inner = child.name
+            names: list[str] = []
+            if isinstance(child, ast.Import):
+                names = [a.name for a in child.names]
+            elif isinstance(child, ast.ImportFrom) and child.level == 0:
+                names = [child.module or ""]
+            elif (
+                isinstance(child, ast.Call)
+                and child.args
+                and isinstance(child.args[0], ast.Constant)
+                and isinstance(child.args[0].value, str)
+                and getattr(child.func, "attr", getattr(child.func, "id", "")) == "import_module"
+            ):
+                names = [child.args[0].value]
+            if any(n == "orbit_examples" or n.startswith("orbit_examples.") for n in names):
+                found.append((child.lineno, function))
+            visit(child, inner)
+
+    visit(tree, None)
+    return found
+
+
+def test_the_product_never_imports_the_examples() -> None:
+    files = sorted(PRODUCT.rglob("*.py"))
+    assert len(files) > 50  # the walk really covers the package
+    offending = []
+    for path in files:
+        relative = path.relative_to(PRODUCT).as_posix()
+        for line, function in _examples_imports(ast.parse(path.read_text(), str(path))):
+            if (relative, function) not in ALLOWED_LAZY:
+                offending.append(f"{relative}:{line} (in {function or 'module scope'})")
+    assert offending == [], "orbit_pipelines imports orbit_examples: " + ", ".join(offending)
+
+
+def test_the_ast_walk_finds_an_import_of_the_examples() -> None:
+    # The check above can fail: each spelling of the import is found.
+    source = (
+        "import orbit_examples\n"
+        "from orbit_examples.pipelines import shipments\n"
+        "def f():\n    import importlib\n    importlib.import_module('orbit_examples.demo')\n"
+    )
+    assert _examples_imports(ast.parse(source)) == [(1, None), (2, None), (5, "f")]
+
+
+def test_importing_the_product_loads_no_example_module() -> None:
+    code = (
+        "import sys, orbit_pipelines, orbit_pipelines.errors, orbit_pipelines.execution\n"
+        "from orbit_pipelines import *\n"
+        "assert not [m for m in sys.modules if m.startswith('orbit_examples')], sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd="/")
+
+
+def test_importing_errors_does_not_import_dagster() -> None:
+    # The public names load lazily: store/ and execution/ stay free of Dagster at import.
+    code = (
+        "import sys, orbit_pipelines.errors, orbit_pipelines.execution\n"
+        "assert 'dagster' not in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_every_public_name_resolves_and_is_documented() -> None:
+    names = orbit_pipelines.__all__
+    assert len(names) == len(set(names))
+    for name in names:
+        value = getattr(orbit_pipelines, name)
+        assert value is not None, name
+        if callable(value) and not name.endswith(("Handler", "Context")):
+            assert (value.__doc__ or "").strip(), f"{name} has no docstring"
+    for required in (
+        "OrbitStore",
+        "PostgresCheckpointIOManager",
+        "run_rows",
+        "run_frames",
+        "RowContext",
+        "Reconciled",
+        "EffectInDoubt",
+        "Sum",
+        "Count",
+        "SumBy",
+        "Buffer",
+        "Aggregation",
+        "ExecutorOptions",
+        "make_recovery_sensor",
+        "OrbitError",
+        "register_error_code",
+    ):
+        assert required in names, required
+    with pytest.raises(AttributeError):
+        _ = orbit_pipelines.no_such_name  # type: ignore[attr-defined]
+
+
+def test_register_error_code_checks_family_and_duplicates() -> None:
+    registered = register_error_code("E-4901", "public API test: a code of my own", retryable=True)
+    assert registered.retryable and orbit_pipelines.errors.is_retryable("E-4901")
+    with pytest.raises(ValueError, match="already registered"):
+        register_error_code("E-4901", "again", retryable=False)
+    with pytest.raises(ValueError, match="already registered"):
+        register_error_code("E-4004", "clashes with orbit's own", retryable=False)
+    for bad in ("E-6001", "E-0001", "E-10001", "X-1001", "E-1a01"):
+        with pytest.raises(ValueError, match="family digit 1-5"):
+            register_error_code(bad, "bad", retryable=False)
+    no_retry = register_error_code("E-1901", "public API test: bad input", retryable=False)
+    assert not orbit_pipelines.errors.is_retryable(no_retry.code)
+
+
+# -- a job and assets built from the public names only --------------------------------------
+
+E_NEGATIVE = register_error_code("E-1902", "public API test: negative amount", retryable=False)
+ORDERS = [{"id": i, "amount": i % 7 - 1} for i in range(40)]  # amount -1 every 7th row
+
+
+def _charge(row: dict, ctx: RowContext) -> None:
+    if row["amount"] < 0:
+        raise OrbitError(E_NEGATIVE, f"order {row['id']} has a negative amount")
+    ctx.once(f"charge:{row['id']}", lambda: row["amount"])  # zero-argument effect
+    ctx.agg["total"].add(row["amount"])
+    ctx.agg["orders"].add(1)
+
+
+@op
+def charge(context: OpExecutionContext, orbit_store: OrbitStore) -> dict:
+    """Charge each order once."""
+    summary = run_rows(
+        context,
+        ORDERS,
+        key="id",
+        handler=_charge,
+        aggregations={"total": Sum(), "orders": Count()},
+        options=ExecutorOptions(batch_size=8, on_error="quarantine"),
+    )
+    return summary.aggregations
+
+
+@job
+def charge_job() -> None:
+    charge()
+
+
+def test_a_job_from_public_names_runs_and_a_rerun_skips_done_rows(
+    db_url: str, dagster_home: Path
+) -> None:
+    store = OrbitStore(postgres_url=db_url)
+    defs = Definitions(
+        jobs=[charge_job],
+        sensors=[make_recovery_sensor()],
+        resources={"orbit_store": store, "io_manager": PostgresCheckpointIOManager(store=store)},
+    )
+    resolved = defs.get_job_def("charge_job")
+    with DagsterInstance.get() as instance:
+        result = resolved.execute_in_process(instance=instance)
+    assert result.success
+    good = [o for o in ORDERS if o["amount"] >= 0]
+    assert result.output_for_node("charge") == {
+        "total": sum(o["amount"] for o in good),
+        "orders": len(good),
+    }
+
+
+# -- run_frames, the chunked DataFrame handler --------------------------------------------
+
+
+def _price(chunk: pd.DataFrame, fctx: FrameContext) -> pd.DataFrame:
+    with fctx.conn.cursor() as cur:  # written in the batch transaction: once per row
+        cur.executemany(
+            "INSERT INTO priced (id, chunk_no) VALUES (%s, %s)",
+            [(int(i), fctx.chunk_no) for i in chunk["id"]],
+        )
+    net = chunk["gross"] * 0.8
+    return pd.DataFrame(
+        {
+            "error": chunk["gross"]
+            .where(chunk["gross"] < 0)
+            .map(lambda g: None if pd.isna(g) else "E-1902 gross below zero"),
+            "result": net.round(2),
+            "net": net,
+        },
+        index=chunk.index,
+    )
+
+
+@asset
+def priced(context: AssetExecutionContext, orbit_store: OrbitStore) -> dict:
+    """Net prices, vectorized, per chunk."""
+    frame = pd.DataFrame({"id": range(25), "gross": [float(i) for i in range(24)] + [-1.0]})
+    summary = run_frames(
+        context,
+        frame,
+        key="id",
+        handler=_price,
+        aggregations={"net": Sum()},
+        options=ExecutorOptions(batch_size=10, on_error="quarantine"),
+    )
+    return {**summary.aggregations, "done": summary.done, "quarantined": summary.quarantined}
+
+
+def test_run_frames_in_an_asset_checkpoints_per_chunk(db_url: str, dagster_home: Path) -> None:
+    store = OrbitStore(postgres_url=db_url)
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE priced (id int, chunk_no int)")
+    with DagsterInstance.get() as instance:
+        result = materialize(
+            [priced],
+            instance=instance,
+            resources={"orbit_store": store},
+        )
+    assert result.success
+    out = result.output_for_node("priced")
+    assert out == {
+        "net": pytest.approx(sum(i * 0.8 for i in range(24))),
+        "done": 24,
+        "quarantined": 1,
+    }
+    with store.engine.connect() as conn:
+        rows = conn.exec_driver_sql(
+            "SELECT chunk_no, count(*) FROM priced GROUP BY 1 ORDER BY 1"
+        ).all()
+    assert [tuple(r) for r in rows] == [(0, 10), (1, 10), (2, 5)]
+
+
+def test_public_module_reimports_cleanly() -> None:
+    assert importlib.import_module("orbit_pipelines").__all__ == orbit_pipelines.__all__
