@@ -518,3 +518,27 @@ def test_a_row_without_the_key_column_is_a_missing_key(engine: Engine) -> None:
         summary = ex.run(rows, key="id", handler=lambda r, ctx: None)
     assert (summary.done, summary.quarantined) == (2, 1)
     assert [c for _, c in _by_status(engine, root)["quarantined"]] == ["E-1013"]
+
+
+@FOLLOW_UP
+@pytest.mark.parametrize(
+    ("ids", "batch_size"),
+    [(["a", "a", "b"], 10), (["a", "b", "a"], 2), ([1, 1.0, 2], 10)],
+    ids=["same-batch", "later-batch", "int-and-float"],
+)
+def test_batch_sink_never_gets_a_key_twice(engine: Engine, ids: list[Any], batch_size: int) -> None:
+    # run_batches (execution/batch_runner.py) keeps no set of keys seen: a duplicate in a
+    # later batch is sent to the sink again (done=3), one in the same batch breaks the
+    # batch_members primary key (raw UniqueViolation, the step blocks).
+    from orbit_pipelines.execution import run_batches
+
+    root = _root()
+    sent: list[Any] = []
+    with _executor(engine, root, batch_size=batch_size) as ex:
+        summary = run_batches(
+            ex,
+            [{"id": i} for i in ids],
+            key="id",
+            sink=lambda rows, info: sent.extend(r["id"] for r in rows),
+        )
+    assert len(sent) == 2 and summary.done == 2, (sent, summary)
