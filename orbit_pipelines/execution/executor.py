@@ -34,6 +34,7 @@ from sqlalchemy import Engine
 
 from orbit_pipelines.errors import (
     E1013_KEY_MISSING,
+    E1014_KEY_UNUSABLE,
     E1015_VALUE_UNRECORDABLE,
     E3010_DATABASE_UNAVAILABLE,
     E4002_EFFECT_IN_DOUBT,
@@ -145,6 +146,16 @@ def _keys_of(
             display = f"#{offset + n}"
             problems[n] = OrbitError(E1013_KEY_MISSING, f"row has no key {key!r} ({error!r})")
             digest = _position_digest(offset + n)
+        except Exception as error:
+            if is_infrastructure(error):
+                raise
+            display = f"#{offset + n}"
+            problems[n] = OrbitError(
+                E1014_KEY_UNUSABLE,
+                f"the key function raised for this row ({type(error).__name__}: "
+                f"{safe_text(str(error), 200)})",
+            )
+            digest = _position_digest(offset + n)
         keys.append(display)
         digests.append(digest)
     return keys, digests, problems
@@ -205,7 +216,7 @@ class RowExecutor:
                 raise _infra_failure(error, RunSummary(), "starting the step") from error
             raise
         self._effects = EffectGuard(
-            self.scope, self._conn, self._side, self._epoch, self._open_batch
+            self.scope, self._conn, self._side, self._epoch, self.open_batch
         )
         self._heartbeat = HeartbeatThread(
             self._side,
@@ -249,7 +260,7 @@ class RowExecutor:
 
     # -- fencing -----------------------------------------------------------------------------
 
-    def _open_batch(self) -> None:
+    def open_batch(self) -> None:
         """Open the batch transaction now (before a transactional effect) and find out early
         when a newer execution took the step."""
         conn = self.conn

@@ -51,11 +51,15 @@ def printable(value: Any) -> str:
 def _is_missing(value: Any) -> bool:
     if value is None or (isinstance(value, str) and value == ""):
         return True
-    if isinstance(value, float | Decimal):
-        return value != value  # NaN (float, numpy float, Decimal('NaN'))
+    if isinstance(value, Decimal):
+        return value.is_nan()  # quiet and signalling NaN; comparing an sNaN would raise
+    if isinstance(value, float) or type(value).__name__.startswith("float"):
+        try:
+            return bool(value != value)  # NaN of any float width (Python, numpy 16/32/64)
+        except (TypeError, ValueError):
+            return False
     # pandas NA / NaT without importing pandas here: both are their own types.
-    name = type(value).__name__
-    return name in ("NAType", "NaTType")
+    return type(value).__name__ in ("NAType", "NaTType")
 
 
 def _tagged(value: Any) -> tuple[str, str]:
@@ -74,7 +78,13 @@ def _tagged(value: Any) -> tuple[str, str]:
     integral = _as_integer(value)
     if integral is not None:
         return str(integral), f"{_TAG}i:{integral}"
-    if isinstance(value, float | Decimal) or type(value).__module__ == "numpy":
+    if isinstance(value, Decimal):
+        # Equal to a float exactly: the same key as that float; else its own exact digits.
+        if Decimal(float(value)) == value:
+            return repr(float(value)), f"{_TAG}f:{float(value)!r}"
+        text = str(value.normalize())
+        return text, f"{_TAG}d:{text}"
+    if isinstance(value, float) or type(value).__module__ == "numpy":
         try:
             number = float(value)
         except (TypeError, ValueError):
@@ -88,7 +98,8 @@ def _tagged(value: Any) -> tuple[str, str]:
     if isinstance(value, tuple):
         parts = [_tagged(v) for v in value]
         display = "(" + ", ".join(d for d, _ in parts) + ")"
-        return display, f"{_TAG}(" + "\x1f".join(h for _, h in parts) + ")"
+        # Length-prefixed parts: no separator inside a part can shift the boundaries.
+        return display, f"{_TAG}(" + "".join(f"{len(h)}:{h}" for _, h in parts) + ")"
     raise RowKeyError(
         E1014_KEY_UNUSABLE,
         f"row key of type {type(value).__name__} has no stable form; use a str, int or tuple",
