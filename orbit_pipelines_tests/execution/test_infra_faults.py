@@ -263,10 +263,16 @@ def test_handler_raising_an_infrastructure_error_stops_the_step_and_records_noth
     assert handled == [1, 2] and summary.skipped_already_done == 1
 
 
+@pytest.mark.parametrize(
+    ("kill_row", "when"),
+    [(2, "before"), (4, "after")],
+    ids=["mid-batch-before-an-effect", "last-row-so-the-commit-meets-it"],
+)
 def test_backend_terminated_under_the_batch_stops_the_step_and_a_rerun_delivers_once(
-    engine: Engine, db_url: str
+    engine: Engine, db_url: str, kill_row: int, when: str
 ) -> None:
-    """A real server fault: the executor's own backends are killed mid-batch."""
+    """A real server fault: the executor's own backends are killed mid-batch (the next
+    effect meets it) or after the batch's last row (the commit meets it)."""
     with engine.begin() as conn:
         conn.execute(text("CREATE TABLE public.tx_receiver (row_id int)"))  # no unique: count
     root = f"term-{uuid.uuid4().hex[:8]}"
@@ -276,8 +282,8 @@ def test_backend_terminated_under_the_batch_stops_the_step_and_a_rerun_delivers_
     def handler(kill: bool) -> Callable[[dict[str, Any], RowContext], None]:
         def handle(row: dict[str, Any], ctx: RowContext) -> None:
             nonlocal killed
-            if kill and row["id"] == 2 and not killed:
-                killed = True
+
+            def terminate() -> None:
                 with psycopg.connect(db_url, autocommit=True, application_name="killer") as admin:
                     admin.execute(
                         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
@@ -287,7 +293,13 @@ def test_backend_terminated_under_the_batch_stops_the_step_and_a_rerun_delivers_
             def deliver(conn: psycopg.Connection) -> None:
                 conn.execute("INSERT INTO public.tx_receiver VALUES (%s)", (row["id"],))
 
+            if kill and row["id"] == kill_row and not killed and when == "before":
+                killed = True
+                terminate()
             ctx.once(f"tx-{row['id']}", deliver, receiver="transactional")
+            if kill and row["id"] == kill_row and not killed and when == "after":
+                killed = True
+                terminate()
 
         return handle
 
