@@ -100,29 +100,36 @@ def detect_stuck(
 ) -> list[Candidate]:
     """STARTED runs whose worker is dead or whose rows stopped moving.
 
-    Per tick: one read of the STARTED runs and one of their heartbeats; a run's step stats
-    are read only when one of its beats is stale or its local pid gone, and its event log
-    only when it has no beat and started longer ago than the start grace.
+    Per tick: one read of the STARTED run ids and one of their heartbeats. Only runs with
+    no beat or a stale one (or a local pid gone) are read further: their records (one
+    query), their step stats, and, for a run with no beat that started longer ago than the
+    start grace, its last event.
     """
-    records = [
-        r
-        for r in instance.get_run_records(
-            RunsFilter(statuses=[DagsterRunStatus.STARTED]), limit=1000
-        )
-        if keep(r.dagster_run.job_name)
-    ]
-    if not records:
+    # Ids first (no run bodies to deserialize): a run whose beats all look healthy is
+    # healthy, and costs nothing more.
+    run_ids = instance.get_run_ids(RunsFilter(statuses=[DagsterRunStatus.STARTED]), limit=1000)
+    if not run_ids:
         return []
     beats: dict[str, list[Heartbeat]] = {}
-    for beat in heartbeats_for_runs(conn, [r.dagster_run.run_id for r in records]):
+    for beat in heartbeats_for_runs(conn, run_ids):
         beats.setdefault(beat.run_id, []).append(beat)
     host = this_host()
+    doubtful = [
+        run_id
+        for run_id in run_ids
+        if not beats.get(run_id) or any(_suspicious(b, settings, now, host) for b in beats[run_id])
+    ]
+    if not doubtful:
+        return []
+    records = [
+        r
+        for r in instance.get_run_records(RunsFilter(run_ids=doubtful))
+        if r.dagster_run.status == DagsterRunStatus.STARTED and keep(r.dagster_run.job_name)
+    ]
     found: list[Candidate] = []
     for record in records:
         run = record.dagster_run
         run_beats = beats.get(run.run_id, [])
-        if run_beats and not any(_suspicious(b, settings, now, host) for b in run_beats):
-            continue
         if not run_beats and _recent(record, now) <= settings.start_grace_s:
             continue  # its last event is no older than its start: not silent long enough
         finished = (

@@ -104,6 +104,6 @@ def test_run_without_heartbeat_is_dead_only_after_the_start_grace(
     assert run is not None
     instance.report_engine_event("worker started", run)
     assert run_id not in _found(instance, engine)
-    no_grace = RecoverySettings(start_grace_s=-1)
+    no_grace = RecoverySettings(start_grace_s=0)
     reason, detail = _found(instance, engine, no_grace)[run_id]
     assert reason == "dead" and "no heartbeat ever" in detail
