@@ -24,6 +24,7 @@ from orbit_pipelines.execution.executor import (
     RowExecutor,
     StepFailed,
     _chunks,
+    _infra_failure,
     _Outcomes,
     _row_key,
     error_fields,
@@ -32,6 +33,7 @@ from orbit_pipelines.execution.heartbeat import beat
 from orbit_pipelines.execution.scope import RunSummary
 from orbit_pipelines.store import batches as batch_store
 from orbit_pipelines.store import row_ledger
+from orbit_pipelines.store.faults import is_infrastructure
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,7 @@ def run_batches(
     conn.commit()
     fresh = _Open(next_no, 1, set(), [])
     seen = 0
+    handled: set[bytes] = set()
 
     def execute(batch: _Open) -> None:
         _execute(ex, batch, sink, summary)
@@ -112,6 +115,10 @@ def run_batches(
             if is_done[i]:
                 summary.skipped_already_done += 1
                 continue
+            if digests[i] in handled:
+                summary.duplicates += 1  # a sink never gets a key twice in one run
+                continue
+            handled.add(digests[i])
             hex_hash = digests[i].hex()
             retry = retry_of.pop(hex_hash, None)
             if retry is not None:
@@ -158,6 +165,10 @@ def _execute(ex: RowExecutor, batch: _Open, sink: Sink, summary: RunSummary) -> 
         sink([row for row, _, _ in batch.rows], info)
     except Exception as error:
         conn.rollback()
+        if is_infrastructure(error):
+            # Not the rows' fault: nothing about them is recorded; the batch stays
+            # 'executing' and the next run retries it as a new attempt, same members.
+            raise _infra_failure(error, summary, f"batch {batch.batch_no}") from error
         code, message = error_fields(error)
         batch_store.set_batch_status(conn, batch_id, "failed", scope.run_id)
         out = _Outcomes()
