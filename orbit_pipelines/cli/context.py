@@ -47,7 +47,9 @@ def open_run_context(*, announce: bool = True) -> RunContext:
     """
     database = resolve_database(announce=announce)
     url = database.url
-    engine = connect_store(url)
+    # Pooled: a listing asks several questions per run group; a new connection each time
+    # cost more than the questions.
+    engine = connect_store(url, pooled=True)
     if not os.environ.get("DAGSTER_HOME"):
         os.environ["DAGSTER_HOME"] = str(prepare_dagster_home(orbit_home() / "dagster_home"))
     # Dagster's storage reads the URL from the environment (dagster.yaml); give it psycopg2's.

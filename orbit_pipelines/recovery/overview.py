@@ -10,11 +10,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from dagster import (
     DagsterEventType,
     DagsterInstance,
     DagsterRun,
+    DagsterRunNotFoundError,
     DagsterRunStatus,
     RunRecord,
     RunsFilter,
@@ -24,6 +26,7 @@ from sqlalchemy import Engine
 from orbit_pipelines.errors import E1010_UNKNOWN_RUN, OrbitError
 from orbit_pipelines.recovery.detect import Candidate, detect, failure_cause
 from orbit_pipelines.recovery.explain import Explained, explain
+from orbit_pipelines.recovery.launch import ROOT_RUN_ID_TAG
 from orbit_pipelines.recovery.policy import Decision, decide
 from orbit_pipelines.recovery.settings import RecoverySettings
 from orbit_pipelines.store.effect_ledger import OpenEffect, effects_in_doubt
@@ -140,14 +143,16 @@ class GroupOverview:
 
 
 def _group_runs(instance: DagsterInstance, run_id: str) -> tuple[str, list[DagsterRun]]:
-    if instance.get_run_by_id(run_id) is None:
+    try:
+        group = instance.get_run_group(run_id)
+    except DagsterRunNotFoundError:
+        group = None
+    if group is None:
         raise OrbitError(
             E1010_UNKNOWN_RUN,
             f"no run with id {run_id}",
             hint="`orbit check-interrupted` lists the runs that need attention",
         )
-    group = instance.get_run_group(run_id)
-    assert group is not None  # the run exists, so its group does
     root, runs = group[0], list(group[1])
     return root, runs
 
@@ -166,24 +171,73 @@ def _ordered(runs: list[DagsterRun], records: dict[str, RunRecord]) -> list[Dags
     return sorted(runs, key=created)
 
 
-def _failed_steps(instance: DagsterInstance, run: DagsterRun) -> tuple[list[str], list[str]]:
+class DagsterReads:
+    """Dagster reads shared by the groups of one listing: an execution plan snapshot is the
+    same for every run of a job version, and each run's step stats are read once, not per
+    question asked of them."""
+
+    def __init__(self, instance: DagsterInstance) -> None:
+        self.instance = instance
+        self._snapshots: dict[str, Any] = {}
+        self._stats: dict[str, list[Any]] = {}
+        self._root_of: dict[str, str] = {}
+        self._members: dict[str, list[RunRecord]] = {}
+
+    def prefetch_groups(self, run_ids: list[str]) -> None:
+        """Read the run groups of ``run_ids`` in three queries, whatever their number."""
+        if not run_ids:
+            return
+        asked = self.instance.get_run_records(filters=RunsFilter(run_ids=list(run_ids)))
+        for record in asked:
+            run = record.dagster_run
+            self._root_of[run.run_id] = run.root_run_id or run.run_id
+        roots = sorted(set(self._root_of.values()))
+        members = list(self.instance.get_run_records(filters=RunsFilter(run_ids=roots)))
+        members += self.instance.get_run_records(filters=RunsFilter(tags={ROOT_RUN_ID_TAG: roots}))
+        for record in members:
+            run = record.dagster_run
+            group = self._members.setdefault(run.root_run_id or run.run_id, [])
+            if all(r.dagster_run.run_id != run.run_id for r in group):
+                group.append(record)
+
+    def group(self, run_id: str) -> tuple[str, list[RunRecord]] | None:
+        """(root, member records) when prefetched."""
+        root = self._root_of.get(run_id)
+        if root is None or root not in self._members:
+            return None
+        return root, self._members[root]
+
+    def snapshot(self, snapshot_id: str) -> Any:
+        """The execution plan snapshot (cached by id)."""
+        if snapshot_id not in self._snapshots:
+            self._snapshots[snapshot_id] = self.instance.get_execution_plan_snapshot(snapshot_id)
+        return self._snapshots[snapshot_id]
+
+    def step_stats(self, run_id: str) -> list[Any]:
+        """The run's step stats (cached by run)."""
+        if run_id not in self._stats:
+            self._stats[run_id] = list(self.instance.get_run_step_stats(run_id))
+        return self._stats[run_id]
+
+
+def _failed_steps(reads: DagsterReads, run: DagsterRun) -> tuple[list[str], list[str]]:
     """(failed, still in progress) step keys of one run, in start order."""
-    stats = sorted(instance.get_run_step_stats(run.run_id), key=lambda s: s.start_time or 0.0)
+    stats = sorted(reads.step_stats(run.run_id), key=lambda s: s.start_time or 0.0)
     failed = [s.step_key for s in stats if s.status is not None and s.status.value == "FAILURE"]
     running = [s.step_key for s in stats if s.status is None and s.start_time is not None]
     return failed, running
 
 
-def _step_statuses(instance: DagsterInstance, runs: list[DagsterRun]) -> dict[str, str]:
+def _step_statuses(reads: DagsterReads, runs: list[DagsterRun]) -> dict[str, str]:
     """Latest status per step across the group (later runs override earlier ones)."""
     statuses: dict[str, str] = {}
     for run in runs:
         if run.execution_plan_snapshot_id:
-            snap = instance.get_execution_plan_snapshot(run.execution_plan_snapshot_id)
+            snap = reads.snapshot(run.execution_plan_snapshot_id)
             for step in snap.steps:
                 if "[?]" not in step.key:  # unresolved dynamic steps have no rows of their own
                     statuses.setdefault(step.key, "NOT_STARTED")
-        for stat in instance.get_run_step_stats(run.run_id):
+        for stat in reads.step_stats(run.run_id):
             if stat.status is not None:
                 statuses[stat.step_key] = stat.status.value
             elif stat.start_time is not None:
@@ -275,14 +329,25 @@ def group_overview(
     settings: RecoverySettings,
     *,
     candidate: Candidate | None = None,
+    reads: DagsterReads | None = None,
 ) -> GroupOverview:
-    """Everything about the group that ``run_id`` (any run of it) belongs to."""
-    root, runs = _group_runs(instance, run_id)
-    records = _records(instance, runs)
+    """Everything about the group that ``run_id`` (any run of it) belongs to.
+
+    ``reads`` shares Dagster reads across the groups of one listing.
+    """
+    reads = reads or DagsterReads(instance)
+    prefetched = reads.group(run_id)
+    if prefetched is not None:
+        root, found = prefetched
+        records = {r.dagster_run.run_id: r for r in found}
+        runs = [r.dagster_run for r in found]
+    else:
+        root, runs = _group_runs(instance, run_id)
+        records = _records(instance, runs)
     runs = _ordered(runs, records)
     latest = runs[-1]
-    statuses = _step_statuses(instance, runs)
-    failed, running = _failed_steps(instance, latest)
+    statuses = _step_statuses(reads, runs)
+    failed, running = _failed_steps(reads, latest)
     with engine.connect() as conn:
         beats: dict[str, Heartbeat] = {}
         for beat in heartbeats_for_group(conn, root):
@@ -374,17 +439,25 @@ def interrupted_groups(
         candidates = detect(instance, conn, settings)
     seen: set[str] = set()
     found: list[GroupOverview] = []
+    with engine.connect() as conn:
+        held = held_parent_run_ids(conn)
+    reads = DagsterReads(instance)
+    reads.prefetch_groups([c.run_id for c in candidates] + held)
     for candidate in candidates:
-        overview = group_overview(instance, engine, candidate.run_id, settings, candidate=candidate)
+        overview = group_overview(
+            instance, engine, candidate.run_id, settings, candidate=candidate, reads=reads
+        )
         if overview.root_run_id not in seen and overview.state != "abandoned":
             seen.add(overview.root_run_id)
             found.append(overview)
-    with engine.connect() as conn:
-        held = held_parent_run_ids(conn)
     for run_id in held:
-        if instance.get_run_by_id(run_id) is None:
+        known = reads.group(run_id)
+        if known is not None and known[0] in seen:
+            continue  # listed already, as a candidate
+        try:
+            overview = group_overview(instance, engine, run_id, settings, reads=reads)
+        except OrbitError:  # the run was deleted from Dagster's storage
             continue
-        overview = group_overview(instance, engine, run_id, settings)
         if overview.root_run_id not in seen and overview.state in _INTERRUPTED:
             seen.add(overview.root_run_id)
             found.append(overview)

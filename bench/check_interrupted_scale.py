@@ -1,0 +1,98 @@
+"""How long `orbit check-interrupted --json` takes, and how many SQL statements it sends,
+with N interrupted run groups (each a real failed Dagster run, held for a person).
+
+    python bench/check_interrupted_scale.py --groups 200
+
+Prints one JSON line. Uses ORBIT_TEST_POSTGRES_URL or the local Postgres; creates and
+drops its own database.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import cProfile
+import io
+import json
+import os
+import pstats
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from dagster import DagsterInstance, execute_job, reconstructable
+from sqlalchemy import Engine, event
+
+from orbit_pipelines.cli import main as orbit_main
+from orbit_pipelines.dagster_io.dagster_home import dagster_env, prepare_dagster_home
+from orbit_pipelines.store.engine import create_store_engine
+from orbit_pipelines.store.migrations import upgrade
+from orbit_pipelines_tests.cli.jobs import bad_input_job
+from orbit_pipelines_tests.postgres import LOCAL_URL, TEST_URL_ENV, create_database, drop_database
+
+
+def main() -> int:
+    """Create the groups, time the command, print one JSON line."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--groups", type=int, default=200)
+    parser.add_argument("--profile", action="store_true", help="cProfile top 25 on stderr")
+    args = parser.parse_args()
+    admin = os.environ.get(TEST_URL_ENV) or LOCAL_URL
+    url = create_database(admin, prefix="orbit_bench")
+    try:
+        engine = create_store_engine(url)
+        upgrade(engine)
+        engine.dispose()
+        with tempfile.TemporaryDirectory() as tmp:
+            home = prepare_dagster_home(Path(tmp) / "dagster_home")
+            os.environ.update(dagster_env(home, url, base={}))
+            started = time.perf_counter()
+            with DagsterInstance.get() as instance:
+                for _ in range(args.groups):
+                    with execute_job(reconstructable(bad_input_job), instance=instance):
+                        pass
+            setup_s = time.perf_counter() - started
+
+            statements = 0
+
+            def count(*_args: object) -> None:
+                nonlocal statements
+                statements += 1
+
+            event.listen(Engine, "before_cursor_execute", count)
+            out = io.StringIO()
+            started = time.perf_counter()
+            profiler = cProfile.Profile() if args.profile else None
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+                if profiler:
+                    profiler.enable()
+                code = orbit_main(["check-interrupted", "--json"])
+                if profiler:
+                    profiler.disable()
+            if profiler:
+                pstats.Stats(profiler, stream=sys.stderr).sort_stats("cumulative").print_stats("orbit_pipelines|dagster/_core/instance", 40)
+            elapsed = time.perf_counter() - started
+            event.remove(Engine, "before_cursor_execute", count)
+            listed = len(json.loads(out.getvalue())["interrupted"])
+    finally:
+        drop_database(admin, url)
+    print(
+        json.dumps(
+            {
+                "bench": "check_interrupted_scale",
+                "groups": args.groups,
+                "listed": listed,
+                "exit_code": code,
+                "seconds": round(elapsed, 2),
+                "sql_statements": statements,
+                "statements_per_group": round(statements / max(1, args.groups), 1),
+                "setup_seconds": round(setup_s, 1),
+            }
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
