@@ -71,7 +71,9 @@ def main() -> int:
                 if profiler:
                     profiler.disable()
             if profiler:
-                pstats.Stats(profiler, stream=sys.stderr).sort_stats("cumulative").print_stats("orbit_pipelines|dagster/_core/instance", 40)
+                pstats.Stats(profiler, stream=sys.stderr).sort_stats("cumulative").print_stats(
+                    "orbit_pipelines|dagster/_core/instance", 40
+                )
             elapsed = time.perf_counter() - started
             event.remove(Engine, "before_cursor_execute", count)
             listed = len(json.loads(out.getvalue())["interrupted"])
