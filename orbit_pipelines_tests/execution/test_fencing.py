@@ -170,3 +170,45 @@ def test_stale_worker_woken_after_takeover_commits_nothing(
     assert [(a_[0], a_[1]) for a_ in after["aggs"]] == [("sum", crash_free)]
     assert b_summary["aggregations"] == {"sum": crash_free}
     assert b_summary["done"] == ROWS - len(a_rows)
+
+
+def test_two_live_executions_of_one_step_the_older_stops_and_nothing_doubles(
+    engine: Engine, db_url: str, children: ChildProcesses, tmp_path: Path
+) -> None:
+    """Split brain without a pause: the recovery starts while the original still runs
+    (a false "dead" verdict). The older one must stop at its next write with E-4009."""
+    with engine.begin() as conn:
+        conn.execute(text(RECEIVER_DDL))
+    root = f"split-{uuid.uuid4().hex[:8]}"
+    base = [sys.executable, "-m", "orbit_pipelines_tests.execution.fenced_child", db_url]
+    base += [str(tmp_path), "--root", root, "--step", STEP, "--rows", str(ROWS)]
+    base += ["--batch", str(BATCH), "--heartbeat", "0.2"]
+    a_log, b_log = tmp_path / "a.log", tmp_path / "b.log"
+    a = children.start([*base, "--run-id", "run-A", "--sleep", "0.1"], log_path=a_log)
+
+    def a_done() -> int:
+        with engine.connect() as conn:
+            return int(
+                conn.execute(
+                    text("SELECT count(*) FROM orbit.step_rows WHERE root_run_id = :r"),
+                    {"r": root},
+                ).scalar_one()
+            )
+
+    wait_for(lambda: a_done() >= 2 * BATCH or a.poll() is not None, timeout_s=60, what="A's rows")
+    assert a.poll() is None, a_log.read_text()[-2000:]
+    b = children.start([*base, "--run-id", "run-B", "--sleep", "0.02"], log_path=b_log)
+    assert b.wait(timeout=120) == 0, b_log.read_text()[-3000:]
+    a_rc = a.wait(timeout=60)
+    a_out = a_log.read_text()
+    assert a_rc != 0 and "E-4009" in a_out, (a_rc, a_out[-2000:])
+
+    after = _snapshot(engine, root)
+    assert [(r[0], r[1], r[2]) for r in after["rows"]] == sorted(
+        (str(i), "done", 1) for i in range(ROWS)
+    ), "a row was committed twice"
+    a_rows = {int(r[0]) for r in after["rows"] if r[3] == "run-A"}
+    assert len(a_rows) >= 2 * BATCH
+    assert sorted(r[0] for r in after["receiver"]) == list(range(ROWS))
+    assert {r[0] for r in after["receiver"] if r[1] == "run-A"} == a_rows
+    assert [(x[0], x[1]) for x in after["aggs"]] == [("sum", sum(range(ROWS)))]
