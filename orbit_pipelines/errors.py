@@ -181,8 +181,10 @@ def register_error_code(code: str, title: str, *, retryable: bool) -> ErrorCode:
     retryable: a retry cannot fix bad input or refused credentials). Register each code
     once, at import time of the module that raises it.
 
-    Raises ``ValueError`` when the code is malformed, its family is not 1-5, or it is
-    already registered (by orbit or by other user code).
+    Registering the same code again with the same title and ``retryable`` returns the
+    registered one (a module imported twice, e.g. under two names); raises ``ValueError``
+    when the code is malformed, its family is not 1-5, or it is already registered
+    differently (by orbit or by other user code).
     """
     if not re.fullmatch(r"E-[1-5]\d{3}", code):
         raise ValueError(
@@ -193,6 +195,8 @@ def register_error_code(code: str, title: str, *, retryable: bool) -> ErrorCode:
         raise ValueError(f"error code {code}: the title must not be empty")
     existing = _REGISTRY.get(code)
     if existing is not None:
+        if (existing.title, existing.retryable) == (title, retryable):
+            return existing
         raise ValueError(
             f"error code {code} is already registered ({existing.title!r}); pick another number"
         )

@@ -149,8 +149,16 @@ def test_every_public_name_resolves_and_is_documented() -> None:
 def test_register_error_code_checks_family_and_duplicates() -> None:
     registered = register_error_code("E-4901", "public API test: a code of my own", retryable=True)
     assert registered.retryable and orbit_pipelines.errors.is_retryable("E-4901")
+    # The same registration again (a module imported twice) is the same code; a different
+    # one is refused.
+    assert (
+        register_error_code("E-4901", "public API test: a code of my own", retryable=True)
+        is registered
+    )
     with pytest.raises(ValueError, match="already registered"):
-        register_error_code("E-4901", "again", retryable=False)
+        register_error_code("E-4901", "again", retryable=True)
+    with pytest.raises(ValueError, match="already registered"):
+        register_error_code("E-4901", "public API test: a code of my own", retryable=False)
     with pytest.raises(ValueError, match="already registered"):
         register_error_code("E-4004", "clashes with orbit's own", retryable=False)
     for bad in ("E-6001", "E-0001", "E-10001", "X-1001", "E-1a01"):

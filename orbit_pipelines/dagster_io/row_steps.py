@@ -35,6 +35,7 @@ from orbit_pipelines.execution import (
     RunSummary,
     StepFailed,
 )
+from orbit_pipelines.tags import root_run_id_of
 
 __all__ = [
     "DEFAULT_STORE_KEY",
@@ -47,7 +48,6 @@ __all__ = [
     "step_scope",
 ]
 
-ROOT_RUN_TAG = "orbit/root_run"
 DEFAULT_STORE_KEY = "orbit_store"
 
 RowStepContext = Union[OpExecutionContext, AssetExecutionContext]  # noqa: UP007 (Dagster reads it)
@@ -69,12 +69,12 @@ def _op_context(context: RowStepContext) -> OpExecutionContext:
 def step_scope(context: RowStepContext) -> RunScope:
     """The logical run (the run group's root) and step of this op / asset invocation.
 
-    Recovery runs carry ``orbit/root_run``; Dagster re-executions set ``root_run_id``; an
-    original run is its own root. Mapped steps keep their ``[mapping_key]`` suffix.
+    The root is ``orbit_pipelines.tags.root_run_id_of`` (the one rule). Mapped steps keep
+    their ``[mapping_key]`` suffix.
     """
     op_context = _op_context(context)
     run = op_context.run
-    root = run.tags.get(ROOT_RUN_TAG) or run.root_run_id or run.run_id
+    root = root_run_id_of(run)
     step_key = op_context.get_step_execution_context().step.key
     return RunScope(root_run_id=root, run_id=run.run_id, step_key=step_key)
 

@@ -27,9 +27,13 @@ def make_recovery_sensor(
     *,
     settings: RecoverySettings | None = None,
     default_status: DefaultSensorStatus = DefaultSensorStatus.RUNNING,
+    store_key: str = "orbit_store",
 ) -> SensorDefinition:
     """Build the sensor. Without ``settings`` it reads ``ORBIT_RECOVERY_*`` at every tick
-    (the interval once, now, because Dagster fixes it when the code location loads)."""
+    (the interval once, now, because Dagster fixes it when the code location loads).
+
+    ``store_key``: the resource key under which your ``Definitions`` bind the ``OrbitStore``.
+    """
     interval = (
         settings.interval_s
         if settings is not None
@@ -44,8 +48,10 @@ def make_recovery_sensor(
             "Finds dead, hung and failed runs of this code location and re-executes them from "
             "the point of failure, once per failed run (see orbit.recoveries)."
         ),
+        required_resource_keys={store_key},
     )
-    def _recovery_sensor(context: SensorEvaluationContext, orbit_store: OrbitStore) -> SkipReason:
+    def _recovery_sensor(context: SensorEvaluationContext) -> SkipReason:
+        orbit_store: OrbitStore = getattr(context.resources, store_key)
         current = settings or RecoverySettings.from_env()
         repository = context.repository_def
         assert repository is not None
