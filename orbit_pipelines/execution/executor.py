@@ -161,6 +161,24 @@ def _keys_of(
     return keys, digests, problems
 
 
+def _done_under_old_rule(
+    done_set: DoneSet, chunk: list[Any], key_of: KeyFn, problems: dict[int, OrbitError]
+) -> np.ndarray:
+    """Rows with a non-string key that a ledger written before the typed key rule has as
+    done under the digest of ``str(key)``: without this, an int-keyed step in flight
+    across the upgrade would redo its done rows and count them twice in its aggregations."""
+    found = np.zeros(len(chunk), dtype=bool)
+    at = [n for n in range(len(chunk)) if n not in problems]
+    values = [key_of(chunk[n]) for n in at]
+    old = [(n, str(v)) for n, v in zip(at, values, strict=True) if type(v) is not str]
+    if not old:
+        return found
+    digests = b"".join(blake2b(text.encode(), digest_size=16).digest() for _, text in old)
+    hit = done_set.contains(np.frombuffer(digests, dtype=HASH_DTYPE))
+    found[[n for n, _ in old]] = hit
+    return found
+
+
 def _position_digest(position: int) -> bytes:
     # Tagged with NUL like every non-string key, so no valid key can produce it.
     return blake2b(f"\x00!{position}".encode(), digest_size=16).digest()
@@ -187,6 +205,7 @@ class RowExecutor:
         self._side = SideConnection(lambda: connect_raw(engine, autocommit=True))
         self._heartbeat: HeartbeatThread | None = None
         self._epoch = 0
+        self._legacy = False
         self._attempted: set[bytes] = set()
         self._aggs: dict[str, Aggregation] = {}
         self._states: dict[str, Any] = {}
@@ -322,6 +341,9 @@ class RowExecutor:
         self._attempted = row_ledger.load_attempted_hashes(
             self.conn, self.scope.root_run_id, self.scope.step_key
         )
+        self._legacy = row_ledger.has_legacy_rows(
+            self.conn, self.scope.root_run_id, self.scope.step_key
+        )
         self.conn.commit()
         return DoneSet(hashes)
 
@@ -391,6 +413,8 @@ class RowExecutor:
             keys, digests, problems = _keys_of(chunk, key_of, key, seen)
             hashes = np.frombuffer(b"".join(digests), dtype=HASH_DTYPE)
             is_done = done_set.contains(hashes)
+            if self._legacy:
+                is_done |= _done_under_old_rule(done_set, chunk, key_of, problems)
             summary.skipped_already_done += int(is_done.sum())
             if len(handled):
                 # Met earlier in this run: a duplicate, whichever batch it was in.

@@ -66,6 +66,16 @@ def load_attempted_hashes(conn: psycopg.Connection, root_run_id: str, step_key: 
         return {row[0].bytes for row in cur.fetchall()}
 
 
+def has_legacy_rows(conn: psycopg.Connection, root_run_id: str, step_key: str) -> bool:
+    """Whether rows of this step were recorded under the old key rule (``str(key)``)."""
+    with conn.cursor() as cur:
+        cur.execute(
+            load_sql("row_legacy_exists"), {"root_run_id": root_run_id, "step_key": step_key}
+        )
+        row = cur.fetchone()
+    return bool(row and row[0])
+
+
 _UNIT_SEPARATOR = "\x1f"
 
 
