@@ -10,6 +10,9 @@
 - ``resume_first_row_s``: 1,000,000 rows of which 999,000 are done; time from entering
   the executor to the first pending row. The pending rows are the *last* 1,000 of the
   input (the worst case: every done row is hashed and skipped first).
+- ``ledger_bytes_per_row``: ``pg_total_relation_size(orbit.step_rows)`` per done row after
+  the checkpointed runs; ``effect_bytes``: ``pg_total_relation_size(orbit.effects)`` per
+  effect after ``--effects`` rows with one idempotent effect each.
 
 Runs on a throwaway database (created on ``ORBIT_POSTGRES_URL``'s server, or the local
 one) that is dropped at the end.
@@ -25,14 +28,13 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from hashlib import blake2b
 from typing import Any
 
 import psycopg
 from psycopg import sql
 from sqlalchemy.engine import make_url
 
-from orbit_pipelines.execution import ExecutorOptions, RowExecutor, RunScope
+from orbit_pipelines.execution import ExecutorOptions, RowExecutor, RunScope, row_key_hash
 from orbit_pipelines.store.engine import connect_store
 
 DEFAULT_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -103,9 +105,8 @@ def ledger_lines(root: str, keys: range) -> bytes:
     """COPY text for ledger rows of these keys (status done)."""
     out = io.StringIO()
     for i in keys:
-        key = str(i)
-        digest = blake2b(key.encode(), digest_size=16).hexdigest()
-        out.write(f"{root}\trows\t{digest}\t{key}\tdone\tbench\n")
+        digest = row_key_hash(i).hex()  # the executor's key rule for an int key
+        out.write(f"{root}\trows\t{digest}\t{i}\tdone\tbench\n")
     return out.getvalue().encode()
 
 
@@ -145,11 +146,35 @@ def resume_first_row(engine: Any, url: str, total: int, pending: int) -> float:
     return first[0] - start
 
 
+def relation_bytes(url: str, table: str) -> int:
+    """Heap + index + TOAST bytes of an orbit table."""
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT pg_total_relation_size(%s::regclass)", (table,)).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def effect_bytes(engine: Any, url: str, n: int) -> float:
+    """Bytes of ``orbit.effects`` per effect, after ``n`` rows with one effect each."""
+    before = relation_bytes(url, "orbit.effects")
+    scope = RunScope(uuid.uuid4().hex, "bench-effects", "rows")
+
+    def handler(row: dict[str, Any], ctx: Any) -> None:
+        ctx.once(f"charge:{row['id']}", lambda key: {"ok": True})
+
+    with RowExecutor(engine, scope, ExecutorOptions(batch_size=1000)) as ex:
+        ex.run(rows(n), key="id", handler=handler)
+    with psycopg.connect(url) as conn:
+        conn.execute("VACUUM orbit.effects")
+    return (relation_bytes(url, "orbit.effects") - before) / n
+
+
 def main() -> None:
     """Measure and print one JSON line."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--resume-rows", type=int, default=1_000_000)
+    parser.add_argument("--effects", type=int, default=20_000)
     args = parser.parse_args()
     n = args.rows
     with scratch_database() as url:
@@ -160,6 +185,9 @@ def main() -> None:
         slow_n = max(1, n // 4)
         plain_slow_s = plain(slow_n, costs_20us)
         checkpointed_slow_s = checkpointed(engine, slow_n, costs_20us)
+        done_rows = 10_000 + n + slow_n
+        ledger_bytes = relation_bytes(url, "orbit.step_rows") / done_rows
+        per_effect = effect_bytes(engine, url, args.effects)
         copy_per_s = copy_rate(url, n)
         resume_s = resume_first_row(engine, url, args.resume_rows, args.resume_rows // 1000)
         engine.dispose()
@@ -177,6 +205,8 @@ def main() -> None:
                 "resume_done_rows": args.resume_rows - args.resume_rows // 1000,
                 "resume_pending_at": "end of input (worst case)",
                 "resume_first_row_s": round(resume_s, 3),
+                "ledger_bytes_per_row": round(ledger_bytes, 1),
+                "effect_bytes": round(per_effect, 1),
                 "cpus": os.cpu_count(),
                 "load_avg_1m": round(os.getloadavg()[0], 2),
             }
