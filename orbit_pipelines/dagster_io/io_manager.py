@@ -41,6 +41,7 @@ from orbit_pipelines.store.step_outputs import (
     write_output,
 )
 from orbit_pipelines.store.urls import describe_target
+from orbit_pipelines.tags import root_run_id_of
 
 
 class PostgresCheckpointIOManager(ConfigurableIOManager):
@@ -89,7 +90,7 @@ class PostgresCheckpointIOManager(ConfigurableIOManager):
         stored = write_output(
             self.store.engine,
             OutputKey(context.run_id, context.step_key, context.name, context.mapping_key or ""),
-            root_run_id=run.root_run_id or run.run_id,
+            root_run_id=root_run_id_of(run),
             format=encoding.format,
             type_name=encoding.type_name,
             row_count=encoding.row_count,
@@ -122,7 +123,7 @@ class PostgresCheckpointIOManager(ConfigurableIOManager):
             )
         step_context = context.step_context
         run = step_context.dagster_run
-        root_run_id = run.root_run_id or run.run_id
+        root_run_id = root_run_id_of(run)
         stored = self._find(context, upstream, root_run_id)
         if self.check_versions:
             self._check_producer(upstream, step_context, stored, run.run_id)

@@ -1,10 +1,16 @@
-"""Which run groups' stored outputs may be deleted (`orbit db prune`).
+"""Which run groups' stored state may be deleted (`orbit db prune`), and deleting it.
 
 A group's outputs are what a re-execution from failure loads, so they may go only when no
 re-execution can need them: the group's newest run SUCCEEDED (or a person abandoned the
 group) and that happened before the cutoff. A group whose newest run FAILED or was
 CANCELED can still be recovered, and a group with a run queued or in flight is in use:
 both are kept, whatever their age.
+
+What goes with a group: its step outputs, row ledger, tokens, batches, aggregation state,
+effects, fences, heartbeats, recovery rows and remembered recovery decisions (``GROUP_TABLES``);
+``orbit.run_groups`` (a person's say about the group) stays. Never pruned, however old: a
+group with an effect in doubt (someone must still reconcile it) or a held recovery (someone
+must still decide).
 
 Finding a group's runs: Dagster's ``get_run_group`` follows the ``dagster/root_run_id``
 *tag*, which ``execute_job`` re-executions do not set (only the ``root_run_id`` field), so
@@ -19,15 +25,42 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from dagster import DagsterInstance, DagsterRunStatus, RunRecord, RunsFilter
-from sqlalchemy import Engine, select
+from sqlalchemy import Column, Connection, Engine, Table, and_, delete, func, or_, select
 
-from orbit_pipelines.store.step_outputs import GroupUsage, group_usage
-from orbit_pipelines.store.tables import recoveries, run_groups
+from orbit_pipelines.store.recoveries import recovery_decisions
+from orbit_pipelines.store.step_outputs import GroupUsage, group_usage, prune_groups
+from orbit_pipelines.store.tables import (
+    aggregation_state,
+    batches,
+    effects,
+    heartbeats,
+    recoveries,
+    row_tokens,
+    run_groups,
+    step_fences,
+    step_outputs,
+    step_rows,
+)
+from orbit_pipelines.tags import ROOT_RUN_ID_TAG
 
-ROOT_RUN_TAG = "dagster/root_run_id"
 FINISHED = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
 
 PRUNE = "prune"
+
+# Every table keyed by a run group, besides step_outputs, with the column that says when
+# the group last touched it. Order matters for nothing (no foreign keys between them);
+# batch_members and step_output_chunks go with their parents (ON DELETE CASCADE).
+GROUP_TABLES: tuple[tuple[Table, str], ...] = (
+    (step_rows, "updated_at"),
+    (row_tokens, "updated_at"),
+    (batches, "updated_at"),
+    (aggregation_state, "updated_at"),
+    (effects, "updated_at"),
+    (step_fences, "claimed_at"),
+    (heartbeats, "beat_at"),
+    (recoveries, "detected_at"),
+    (recovery_decisions, "decided_at"),
+)
 
 
 @dataclass(frozen=True)
@@ -47,9 +80,9 @@ class GroupDecision:
 def decide(
     instance: DagsterInstance, engine: Engine, cutoff: datetime, *, include_orphans: bool
 ) -> list[GroupDecision]:
-    """A decision for every run group that has stored outputs."""
+    """A decision for every run group that has anything stored."""
     with engine.connect() as conn:
-        usages = group_usage(conn)
+        usages = _all_usages(conn)
         abandoned: dict[str, datetime] = dict(
             conn.execute(  # type: ignore[arg-type]  # rows are (root_run_id, abandoned_at)
                 select(run_groups.c.root_run_id, run_groups.c.abandoned_at).where(
@@ -59,23 +92,114 @@ def decide(
         )
         recovery_rows = conn.execute(
             select(
-                recoveries.c.root_run_id, recoveries.c.parent_run_id, recoveries.c.recovery_run_id
+                recoveries.c.root_run_id,
+                recoveries.c.parent_run_id,
+                recoveries.c.recovery_run_id,
+                recoveries.c.status,
             )
         ).all()
-    known: dict[str, set[str]] = {}
-    for root, parent, recovery in recovery_rows:
-        known.setdefault(root, set()).update(r for r in (parent, recovery) if r)
-    return [
-        _decide_group(
-            instance,
-            usage,
-            abandoned.get(usage.root_run_id),
-            known.get(usage.root_run_id, set()),
-            cutoff,
-            include_orphans=include_orphans,
+        in_doubt = set(
+            conn.execute(
+                select(effects.c.root_run_id)
+                .where(
+                    or_(
+                        effects.c.status == "in_doubt",
+                        and_(effects.c.status == "intent", effects.c.receiver != "idempotent"),
+                    )
+                )
+                .distinct()
+            ).scalars()
         )
-        for usage in usages
-    ]
+    known: dict[str, set[str]] = {}
+    held: set[str] = set()
+    for root, parent, recovery, status in recovery_rows:
+        known.setdefault(root, set()).update(r for r in (parent, recovery) if r)
+        if status == "held":
+            held.add(root)
+    decisions: list[GroupDecision] = []
+    for usage in usages:
+        root = usage.root_run_id
+        if root in in_doubt:
+            decisions.append(
+                GroupDecision(usage, "in-doubt", "a side effect is in doubt: reconcile it first")
+            )
+        elif root in held:
+            decisions.append(
+                GroupDecision(usage, "held", "a recovery is held for a person to decide")
+            )
+        else:
+            decisions.append(
+                _decide_group(
+                    instance,
+                    usage,
+                    abandoned.get(root),
+                    known.get(root, set()),
+                    cutoff,
+                    include_orphans=include_orphans,
+                )
+            )
+    return decisions
+
+
+def _all_usages(conn: Connection) -> list[GroupUsage]:
+    """``group_usage`` (groups with outputs) plus every group that has only other state;
+    ``newest_at`` is the group's newest write in any table."""
+    by_root = {u.root_run_id: u for u in group_usage(conn)}
+    newest: dict[str, datetime] = {}
+    runs: dict[str, set[str]] = {}
+    for table, column in GROUP_TABLES:
+        run_col: Column[str] | None = table.c.get("run_id")
+        selected = [table.c.root_run_id, func.max(table.c[column])]
+        if run_col is not None:
+            selected.append(func.array_agg(func.distinct(run_col)))
+        for row in conn.execute(select(*selected).group_by(table.c.root_run_id)).all():
+            root, moment = row[0], row[1]
+            newest[root] = max(moment, newest.get(root, moment))
+            if run_col is not None:
+                runs.setdefault(root, set()).update(r for r in row[2] if r)
+    usages: list[GroupUsage] = []
+    for root in sorted(set(by_root) | set(newest)):
+        usage = by_root.get(root)
+        moments = [m for m in (usage.newest_at if usage else None, newest.get(root)) if m]
+        usages.append(
+            GroupUsage(
+                root,
+                tuple(sorted({*(usage.run_ids if usage else ()), *runs.get(root, set())})),
+                usage.outputs if usage else 0,
+                usage.size_bytes if usage else 0,
+                max(moments),
+            )
+        )
+    return usages
+
+
+def group_rows(conn: Connection, roots: Iterable[str]) -> dict[str, int]:
+    """How many rows each table holds for these groups (what a prune would delete)."""
+    ids = list(roots)
+    counts: dict[str, int] = {}
+    for table in (step_outputs, *(t for t, _ in GROUP_TABLES)):
+        counts[table.name] = (
+            int(
+                conn.execute(
+                    select(func.count()).select_from(table).where(table.c.root_run_id.in_(ids))
+                ).scalar_one()
+            )
+            if ids
+            else 0
+        )
+    return counts
+
+
+def prune(conn: Connection, roots: Iterable[str]) -> tuple[dict[str, int], int]:
+    """Delete everything these groups hold; (rows deleted per table, output bytes freed)."""
+    ids = list(roots)
+    outputs, size = prune_groups(conn, ids)
+    counts = {"step_outputs": outputs}
+    for table, _column in GROUP_TABLES:
+        counts[table.name] = (
+            conn.execute(delete(table).where(table.c.root_run_id.in_(ids))).rowcount if ids else 0
+        )
+    return counts, size
 
 
 def _decide_group(
@@ -126,7 +250,7 @@ def _group_runs(instance: DagsterInstance, root: str, seen: Iterable[str]) -> li
     records = {
         r.dagster_run.run_id: r for r in instance.get_run_records(RunsFilter(run_ids=list(ids)))
     }
-    for record in instance.get_run_records(RunsFilter(tags={ROOT_RUN_TAG: root})):
+    for record in instance.get_run_records(RunsFilter(tags={ROOT_RUN_ID_TAG: root})):
         records[record.dagster_run.run_id] = record
     root_record = records.get(root)
     if root_record is not None:
@@ -147,4 +271,4 @@ def prunable_roots(decisions: Iterable[GroupDecision]) -> list[str]:
     return [d.usage.root_run_id for d in decisions if d.prune]
 
 
-__all__ = ["GroupDecision", "decide", "prunable_roots"]
+__all__ = ["GROUP_TABLES", "GroupDecision", "decide", "group_rows", "prunable_roots", "prune"]

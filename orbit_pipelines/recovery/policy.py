@@ -18,8 +18,7 @@ from orbit_pipelines.errors import is_retryable, lookup
 from orbit_pipelines.recovery.detect import Candidate
 from orbit_pipelines.recovery.settings import RecoverySettings
 from orbit_pipelines.store.recoveries import PolicyFacts, policy_facts
-
-AUTO_RECOVER_TAG = "orbit/auto_recover"
+from orbit_pipelines.tags import AUTO_RECOVER_TAG
 
 
 @dataclass(frozen=True)

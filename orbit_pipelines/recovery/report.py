@@ -8,6 +8,7 @@ from dagster import DagsterInstance
 from sqlalchemy import Connection
 
 from orbit_pipelines.store.recoveries import Recovery, recoveries_for_group
+from orbit_pipelines.tags import ATTEMPT_TAG
 
 
 @dataclass(frozen=True)
@@ -41,11 +42,11 @@ def group_report(instance: DagsterInstance, conn: Connection, run_id: str) -> Gr
         root, runs = run_id, []
     else:
         root, runs = group[0], list(group[1])
-    runs.sort(key=lambda r: (r.run_id != root, r.tags.get("orbit/attempt", "")))
+    runs.sort(key=lambda r: (r.run_id != root, r.tags.get(ATTEMPT_TAG, "")))
     return GroupReport(
         root_run_id=root,
         runs=[
-            GroupRun(r.run_id, r.parent_run_id, r.status.value, r.tags.get("orbit/attempt"))
+            GroupRun(r.run_id, r.parent_run_id, r.status.value, r.tags.get(ATTEMPT_TAG))
             for r in runs
         ],
         recoveries=recoveries_for_group(conn, root),
