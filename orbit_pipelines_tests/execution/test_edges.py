@@ -452,12 +452,9 @@ def test_poison_row_stops_fail_fast_with_a_non_retryable_code_after_committing_b
     assert [k for k, _ in statuses["done"]] == ["a"]
 
 
-# -- found after the fix landed (22c1cb5): keys that still collide or come out raw ---------
-
-FOLLOW_UP = pytest.mark.xfail(strict=False, reason="issue 12 follow-up: see breaker_findings.md")
+# -- found after the first fix (22c1cb5), fixed since: keys that collided or came out raw --
 
 
-@FOLLOW_UP
 @pytest.mark.parametrize(
     "nan", [np.float32("nan"), np.float16("nan"), Decimal("sNaN")], ids=["f32", "f16", "sNaN"]
 )
@@ -475,7 +472,6 @@ def test_every_nan_flavour_is_a_missing_key(engine: Engine, nan: Any) -> None:
     assert [c for _, c in _by_status(engine, root)["quarantined"]] == ["E-1013", "E-1013"]
 
 
-@FOLLOW_UP
 @pytest.mark.parametrize(
     "pair",
     [
@@ -494,7 +490,6 @@ def test_distinct_keys_never_collide(engine: Engine, pair: tuple[Any, Any]) -> N
     assert summary.duplicates == 0 and seen == list(pair), (summary, seen)
 
 
-@FOLLOW_UP
 def test_a_key_function_that_raises_for_one_row_quarantines_that_row(engine: Engine) -> None:
     # The contract is silent on this; the issue's rule (item 8: a value that concerns only
     # its row quarantines that row) says so. Today the raw ZeroDivisionError leaves run().
@@ -520,7 +515,6 @@ def test_a_row_without_the_key_column_is_a_missing_key(engine: Engine) -> None:
     assert [c for _, c in _by_status(engine, root)["quarantined"]] == ["E-1013"]
 
 
-@FOLLOW_UP
 @pytest.mark.parametrize(
     ("ids", "batch_size"),
     [(["a", "a", "b"], 10), (["a", "b", "a"], 2), ([1, 1.0, 2], 10)],

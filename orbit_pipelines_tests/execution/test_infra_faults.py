@@ -319,7 +319,6 @@ def test_backend_terminated_under_the_batch_stops_the_step_and_a_rerun_delivers_
     assert _ledger(engine, root) == {str(i): ("done", None) for i in range(5)}
 
 
-@pytest.mark.xfail(strict=False, reason="issue 12 follow-up: see breaker_findings.md")
 def test_batch_sink_raising_an_infrastructure_error_records_no_row(engine: Engine) -> None:
     # run_batches marks the batch's rows failed with E-4004 when the sink meets a database
     # that is out of connections: item 1's rule (never the rows' fault) is not applied there.

@@ -50,8 +50,8 @@ UNUSABLE = "E-1014"
 small_ints = st.integers(-3, 3)
 AN_ID = uuid.UUID("12345678-1234-5678-1234-567812345678")
 A_TIME = datetime(2026, 12, 1, 10, 30, tzinfo=UTC)
-# Strings inside tuples avoid \x1f: a known collision (see test_edges.py follow-ups).
-tuple_parts = st.one_of(small_ints, st.sampled_from(["a", "b", "1", "ß"]))
+# \x1f and ")" inside tuple parts: the separators a naive composite encoding would use.
+tuple_parts = st.one_of(small_ints, st.sampled_from(["a", "b", "1", "ß", "a\x1fb", ")", "(a"]))
 keys = st.one_of(
     small_ints,  # duplicates are likely
     small_ints.map(float),  # the same keys as the ints above
