@@ -97,6 +97,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--kill-at", type=int, default=None)
     p.add_argument("--heartbeat", type=float, default=0.2)
     p.add_argument("--input", choices=["plain", "poison"], default="plain")
+    p.add_argument("--idle-timeout", type=float, default=None)
     args = p.parse_args(argv)
 
     engine = create_store_engine(args.db_url)
@@ -145,8 +146,13 @@ def main(argv: list[str]) -> int:
         rows = ({"id": i, "amount": i} for i in range(args.rows))
     scope = RunScope(args.root, args.run_id, args.step)
     try:
+        extra = (
+            {}
+            if args.idle_timeout is None
+            else {"idle_in_transaction_timeout_s": args.idle_timeout}
+        )
         options = ExecutorOptions(
-            batch_size=args.batch, on_error="quarantine", heartbeat_every_s=args.heartbeat
+            batch_size=args.batch, on_error="quarantine", heartbeat_every_s=args.heartbeat, **extra
         )
         with RowExecutor(engine, scope, options) as ex:
             (args.workdir / f"{args.run_id}.ready").touch()

@@ -19,8 +19,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from sqlalchemy import Engine, text
+from sqlalchemy.engine import make_url
 
 from orbit_pipelines_tests.execution.fenced_child import RECEIVER_DDL
 from orbit_pipelines_tests.processes import ChildProcesses, wait_for
@@ -211,4 +213,85 @@ def test_two_live_executions_of_one_step_the_older_stops_and_nothing_doubles(
     assert len(a_rows) >= 2 * BATCH
     assert sorted(r[0] for r in after["receiver"]) == list(range(ROWS))
     assert {r[0] for r in after["receiver"] if r[1] == "run-A"} == a_rows
+    assert [(x[0], x[1]) for x in after["aggs"]] == [("sum", sum(range(ROWS)))]
+
+
+def _make_role(db_url: str) -> str:
+    role = f"orbit_fence_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(db_url, autocommit=True) as admin:
+        admin.execute(f'CREATE ROLE "{role}" LOGIN')
+        for grant in (
+            'GRANT USAGE ON SCHEMA orbit TO "{r}"',
+            'GRANT ALL ON ALL TABLES IN SCHEMA orbit TO "{r}"',
+            'GRANT ALL ON ALL SEQUENCES IN SCHEMA orbit TO "{r}"',
+            'GRANT ALL ON ALL TABLES IN SCHEMA public TO "{r}"',
+        ):
+            admin.execute(grant.format(r=role))
+    return role
+
+
+def _drop_roles(db_url: str, roles: list[str]) -> None:
+    with psycopg.connect(db_url, autocommit=True) as admin:
+        for role in roles:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s",
+                (role,),
+            )
+            admin.execute(f'DROP OWNED BY "{role}"')
+            admin.execute(f'DROP ROLE IF EXISTS "{role}"')
+
+
+@pytest.mark.parametrize("roles", ["one-role", "two-roles"])
+def test_frozen_worker_of_an_unprivileged_role_cannot_block_the_recovery(
+    engine: Engine, db_url: str, children: ChildProcesses, tmp_path: Path, roles: str
+) -> None:
+    """As in production: not a superuser. With one role the recovery may end the frozen
+    worker's session; with two roles it may not (no pg_signal_backend), and the frozen
+    worker's idle-in-transaction timeout (3 s here) must release its locks instead."""
+    with engine.begin() as conn:
+        conn.execute(text(RECEIVER_DDL))
+    made = [_make_role(db_url)]
+    if roles == "two-roles":
+        made.append(_make_role(db_url))
+    url_a = make_url(db_url).set(username=made[0]).render_as_string(hide_password=False)
+    url_b = make_url(db_url).set(username=made[-1]).render_as_string(hide_password=False)
+    root = f"role-{uuid.uuid4().hex[:8]}"
+    common = ["--root", root, "--step", STEP, "--rows", str(ROWS), "--batch", str(BATCH)]
+    common += ["--heartbeat", "0.2", "--idle-timeout", "3"]
+    child = [sys.executable, "-m", "orbit_pipelines_tests.execution.fenced_child"]
+    a_log, b_log = tmp_path / "a.log", tmp_path / "b.log"
+    try:
+        a_args = [*child, url_a, str(tmp_path), *common, "--run-id", "run-A", "--sleep", "0.05"]
+        a_args += ["--pause-at", "12", "--pause-when", "after"]
+        a = children.start(a_args, log_path=a_log)
+        wait_for(
+            lambda: _state(a.pid) == "T" or a.poll() is not None,
+            timeout_s=60,
+            interval_s=0.02,
+            what="A to freeze itself",
+        )
+        assert a.poll() is None, a_log.read_text()[-3000:]
+        started = time.monotonic()
+        b = children.start(
+            [*child, url_b, str(tmp_path), *common, "--run-id", "run-B"], log_path=b_log
+        )
+        try:
+            b_rc = b.wait(timeout=60)
+        except Exception:
+            pytest.fail(f"B blocked by the frozen A ({roles}): {b_log.read_text()[-2000:]}")
+        b_took = time.monotonic() - started
+        assert b_rc == 0, b_log.read_text()[-3000:]
+        os.killpg(a.pid, signal.SIGCONT)
+        a_rc = a.wait(timeout=60)
+        a_out = a_log.read_text()
+        after = _snapshot(engine, root)
+    finally:
+        children.stop_all()
+        _drop_roles(db_url, made)
+    print(f"{roles}: B finished in {b_took:.1f}s while A was frozen")
+    assert a_rc != 0 and "E-4009" in a_out, (a_rc, a_out[-2000:])
+    assert [(r[0], r[1], r[2]) for r in after["rows"]] == sorted(
+        (str(i), "done", 1) for i in range(ROWS)
+    )
+    assert sorted(r[0] for r in after["receiver"]) == list(range(ROWS))
     assert [(x[0], x[1]) for x in after["aggs"]] == [("sum", sum(range(ROWS)))]
