@@ -29,9 +29,9 @@ from orbit_pipelines.recovery.liveness import pid_alive, this_host
 from orbit_pipelines.recovery.settings import RecoverySettings
 from orbit_pipelines.store.heartbeats import Heartbeat, heartbeats_for_runs
 from orbit_pipelines.store.recoveries import recorded_parents
+from orbit_pipelines.tags import PARENT_RUN_ID_TAG, root_run_id_of
 
 ERROR_CODE = re.compile(r"\bE-\d{4}\b")
-PARENT_RUN_TAG = "dagster/parent_run_id"
 # settle.mark_failed starts its failure message with this, so that on the next tick a run we
 # marked failed is still known to have been dead or hung rather than a plain failure.
 MARK_PREFIX = "orbit_pipelines recovery: run is "
@@ -153,7 +153,7 @@ def detect_stuck(
         found.append(
             Candidate(
                 run_id=run.run_id,
-                root_run_id=run.root_run_id or run.run_id,
+                root_run_id=root_run_id_of(run),
                 job_name=run.job_name,
                 status=run.status.value,
                 reason=reason,
@@ -315,7 +315,7 @@ def failed_candidates(
         found.append(
             Candidate(
                 run_id=run.run_id,
-                root_run_id=run.root_run_id or run.run_id,
+                root_run_id=root_run_id_of(run),
                 job_name=run.job_name,
                 status=run.status.value,
                 reason=reason,
@@ -336,8 +336,8 @@ def _failed_at(rec: RunRecord) -> datetime:
 
 def _parents_with_child(instance: DagsterInstance, run_ids: list[str]) -> set[str]:
     """Which of these runs somebody already re-executed (one query for all)."""
-    children = instance.get_runs(RunsFilter(tags={PARENT_RUN_TAG: run_ids}))
-    return {c.tags[PARENT_RUN_TAG] for c in children if PARENT_RUN_TAG in c.tags}
+    children = instance.get_runs(RunsFilter(tags={PARENT_RUN_ID_TAG: run_ids}))
+    return {c.tags[PARENT_RUN_ID_TAG] for c in children if PARENT_RUN_ID_TAG in c.tags}
 
 
 def _has_child(instance: DagsterInstance, run_id: str) -> bool:

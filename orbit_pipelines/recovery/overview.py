@@ -39,6 +39,7 @@ from orbit_pipelines.store.group_progress import (
 )
 from orbit_pipelines.store.heartbeats import Heartbeat, heartbeats_for_group
 from orbit_pipelines.store.recoveries import Recovery, group_control, recoveries_for_group
+from orbit_pipelines.tags import root_run_id_of
 
 _INTERRUPTED = ("dead", "hung", "failed", "held")
 
@@ -190,13 +191,13 @@ class DagsterReads:
         asked = self.instance.get_run_records(filters=RunsFilter(run_ids=list(run_ids)))
         for record in asked:
             run = record.dagster_run
-            self._root_of[run.run_id] = run.root_run_id or run.run_id
+            self._root_of[run.run_id] = root_run_id_of(run)
         roots = sorted(set(self._root_of.values()))
         members = list(self.instance.get_run_records(filters=RunsFilter(run_ids=roots)))
         members += self.instance.get_run_records(filters=RunsFilter(tags={ROOT_RUN_ID_TAG: roots}))
         for record in members:
             run = record.dagster_run
-            group = self._members.setdefault(run.root_run_id or run.run_id, [])
+            group = self._members.setdefault(root_run_id_of(run), [])
             if all(r.dagster_run.run_id != run.run_id for r in group):
                 group.append(record)
 
