@@ -13,7 +13,7 @@ from orbit_pipelines.cli.database import resolve_database
 from orbit_pipelines.cli.output import EXIT_FAILURE, EXIT_OK, print_json
 from orbit_pipelines.errors import E2008_BAD_CONFIG, OrbitError
 from orbit_pipelines.store.engine import check_connection, create_store_engine
-from orbit_pipelines.store.migrations import status, upgrade
+from orbit_pipelines.store.migrations import require_current, status, upgrade
 from orbit_pipelines.store.urls import mask_url, orbit_home, resolve_url
 
 
@@ -32,7 +32,9 @@ def register(subparsers: Any) -> None:
 
     prune = db_sub.add_parser(
         "prune",
-        help="delete stored step outputs of finished run groups (never of recoverable ones)",
+        help="delete what finished run groups stored (outputs, row ledger, effects, heartbeats, "
+        "recovery rows); never a recoverable group, one with an effect in doubt or a held "
+        "recovery",
     )
     prune.add_argument(
         "--older-than",
@@ -106,23 +108,29 @@ def parse_age(text: str) -> timedelta:
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
-    """Delete (or with --dry-run, list) the outputs of run groups no re-execution can need."""
-    from orbit_pipelines.dagster_io.retention import decide, prunable_roots
-    from orbit_pipelines.store.step_outputs import prune_groups
+    """Delete (or with --dry-run, count) everything stored for run groups no re-execution
+    can need: outputs, row ledger, tokens, batches, aggregation state, effects, fences,
+    heartbeats, recovery rows and decisions. Refuses on a schema this code does not know."""
+    from orbit_pipelines.dagster_io.retention import decide, group_rows, prunable_roots, prune
 
     url = resolve_url()
     engine = create_store_engine(url)
     check_connection(engine)
+    # A newer schema may keep group state in tables this code does not know of: deleting
+    # what it knows would leave the rest half-deleted.
+    require_current(engine)
     cutoff = datetime.now(UTC) - args.older_than
     decisions = decide(_dagster_instance(url), engine, cutoff, include_orphans=args.include_orphans)
     roots = prunable_roots(decisions)
     if args.dry_run:
-        outputs = sum(d.usage.outputs for d in decisions if d.prune)
+        with engine.connect() as conn:
+            rows = group_rows(conn, roots)
         size = sum(d.usage.size_bytes for d in decisions if d.prune)
     else:
         with engine.begin() as conn:
-            outputs, size = prune_groups(conn, roots)
+            rows, size = prune(conn, roots)
     engine.dispose()
+    outputs = rows.get("step_outputs", 0)
     kept: dict[str, int] = {}
     for decision in decisions:
         if not decision.prune:
@@ -136,6 +144,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
                 "groups_pruned": len(roots),
                 "outputs_deleted": outputs,
                 "bytes_freed": size,
+                "rows_deleted": rows,
                 "groups_kept": kept,
                 "groups": [
                     {
@@ -159,10 +168,12 @@ def cmd_prune(args: argparse.Namespace) -> int:
         )
     verb = "would delete" if args.dry_run else "deleted"
     kept_text = ", ".join(f"{n} {why}" for why, n in sorted(kept.items())) or "none"
+    per_table = ", ".join(f"{table} {n}" for table, n in rows.items() if n) or "nothing"
     print(
         f"{verb} {outputs} outputs of {len(roots)} run groups, {size} bytes "
         f"(space returns to the OS after VACUUM); kept groups: {kept_text}"
     )
+    print(f"{verb} rows: {per_table}")
     return EXIT_OK
 
 
