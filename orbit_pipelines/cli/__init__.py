@@ -10,14 +10,14 @@ import os
 import sys
 from collections.abc import Sequence
 
-from orbit_pipelines.cli import auto_recovery, db, demo, dev, runs
+from orbit_pipelines.cli import auto_recovery, db, demo, dev, health, runs
 from orbit_pipelines.cli.database import forget_database
 from orbit_pipelines.cli.failures import as_orbit_error
 from orbit_pipelines.cli.output import EXIT_USAGE, print_error, print_usage_error
 from orbit_pipelines.errors import OrbitError
 
 # Each command module exposes register(subparsers); adding a command is one line here.
-COMMAND_MODULES = [dev, demo, db, runs, auto_recovery]
+COMMAND_MODULES = [dev, demo, db, runs, auto_recovery, health]
 
 
 class UsageError(Exception):
