@@ -171,6 +171,7 @@ class OrbitError(Exception):
             text += f"\n  hint: {self.hint}"
         return text
 
+
 def register_error_code(code: str, title: str, *, retryable: bool) -> ErrorCode:
     """Register an error code of your own pipelines, so orbit knows whether to retry it.
 

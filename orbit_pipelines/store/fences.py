@@ -49,9 +49,7 @@ def evict_previous_owner(conn: psycopg.Connection, root_run_id: str, step_key: s
     """
     try:
         with conn.cursor() as cur:
-            cur.execute(
-                load_sql("fence_evict"), {"root_run_id": root_run_id, "step_key": step_key}
-            )
+            cur.execute(load_sql("fence_evict"), {"root_run_id": root_run_id, "step_key": step_key})
             ended = sum(1 for (ok,) in cur.fetchall() if ok)
         conn.commit()
         return ended
