@@ -107,6 +107,33 @@ class PartitionsHarness(Harness):
             )
             return {int(r[0]): int(r[1]) for r in rows}
 
+    def aggregation_states(self, step_key: str) -> dict[str, dict[str, Any]]:
+        """root run → {aggregation name: state} of ``step_key`` in orbit's ledger."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                text(
+                    "SELECT root_run_id, name, state FROM orbit.aggregation_state"
+                    " WHERE step_key = :s"
+                ),
+                {"s": step_key},
+            )
+            found: dict[str, dict[str, Any]] = {}
+            for root, name, state in rows:
+                found.setdefault(root, {})[name] = state
+            return found
+
+    def output_roots(self, step_key: str) -> dict[str, set[str]]:
+        """root run → runs that stored an output of ``step_key`` (orbit.step_outputs)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                text("SELECT root_run_id, run_id FROM orbit.step_outputs WHERE step_key = :s"),
+                {"s": step_key},
+            )
+            found: dict[str, set[str]] = {}
+            for root, run_id in rows:
+                found.setdefault(root, set()).add(run_id)
+            return found
+
     def materializations(self, asset: str, partition: str) -> list[tuple[str, dict[str, Any]]]:
         """(run id, metadata values) of each materialization of ``asset``'s ``partition``."""
         records = self.instance.get_event_records(
@@ -125,8 +152,11 @@ class PartitionsHarness(Harness):
 
 
 @contextmanager
-def deployment(pg_admin_url: str, template: str, tmp: Path) -> Iterator[PartitionsHarness]:
-    """Database, DAGSTER_HOME (this process's env points at it), children killed at the end."""
+def deployment(
+    pg_admin_url: str, template: str, tmp: Path, settings_env: dict[str, str] | None = None
+) -> Iterator[PartitionsHarness]:
+    """Database, DAGSTER_HOME (this process's env points at it), children killed at the end;
+    ``settings_env`` replaces the recovery settings."""
     import os
 
     url = create_database(pg_admin_url, template=template)
@@ -137,7 +167,12 @@ def deployment(pg_admin_url: str, template: str, tmp: Path) -> Iterator[Partitio
     try:
         with ChildProcesses() as children:
             harness = PartitionsHarness(
-                home=home, db_url=url, engine=engine, children=children, tmp=tmp
+                home=home,
+                db_url=url,
+                engine=engine,
+                children=children,
+                tmp=tmp,
+                settings_env=dict(settings_env or RECOVERY_ENV),
             )
             try:
                 yield harness

@@ -102,6 +102,14 @@ def test_backfill_with_killed_and_failing_partitions_completes(
         recovery = next(r for r in mine if r.status == DagsterRunStatus.SUCCESS)
         assert recovery.parent_run_id == first and recovery.root_run_id == first
         assert recovery.tags["team"] == "finance"
+    # Each partition's first run is its own run group's root: the ledger and the stored
+    # outputs are keyed per partition, never shared between partitions of one backfill.
+    roots = {r.tags[PARTITION_TAG]: r.root_run_id or r.run_id for r in runs}
+    states = h.aggregation_states("order_totals")
+    for partition, root in roots.items():
+        assert states[root] == expected_totals(partition), (partition, states)
+    upstream_roots = h.output_roots("daily_orders")
+    assert set(roots.values()) <= set(upstream_roots), upstream_roots
     for partition in set(BACKFILL_PARTITIONS) - {*killed, failing}:
         mine = [r for r in runs if r.tags.get(PARTITION_TAG) == partition]
         assert [r.status for r in mine] == [DagsterRunStatus.SUCCESS], summary

@@ -114,3 +114,7 @@ def test_partitioned_asset_job_killed_mid_rows_is_recovered_for_its_partition(
     (mat_run, meta) = h.materializations("order_totals", partition)[0]
     assert mat_run == child.run_id
     assert 0 < meta["rows_skipped_already_done"] < ROWS_PER_PARTITION, meta
+    # The ledger and the stored outputs are keyed by the partition's run (its group's root).
+    assert h.aggregation_states("order_totals")[root] == expected_totals(partition)
+    assert h.output_roots("daily_orders")[root] == {root}
+    assert h.output_roots("order_totals")[root] == {child.run_id}
