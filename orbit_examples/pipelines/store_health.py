@@ -4,6 +4,7 @@ from dagster import MetadataValue, OpExecutionContext, Output, job, op
 
 from orbit_pipelines.dagster_io.resources import OrbitStore
 from orbit_pipelines.store.migrations import status
+from orbit_pipelines.store.urls import safe_target
 
 
 @op(description="Connects to the orbit store and reports its schema version.")
@@ -15,7 +16,8 @@ def check_store(context: OpExecutionContext, orbit_store: OrbitStore) -> Output[
         state.current,
         metadata={
             "schema_version": state.current,
-            "store": MetadataValue.text(orbit_store.describe()),
+            # host:port/database only: no URL (user, password) in the event log.
+            "store": MetadataValue.text(safe_target(orbit_store.postgres_url)),
         },
     )
 

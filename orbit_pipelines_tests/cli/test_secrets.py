@@ -101,11 +101,6 @@ def test_store_health_event_log_has_no_password(
     assert SECRET not in events
 
 
-@pytest.mark.xfail(
-    reason="store_health's `store` metadata is a masked URL until the examples move applies "
-    "/work/coord/api_requests.md (safe_target: host:port/db only)",
-    strict=False,
-)
 def test_store_health_event_log_has_no_url(
     dagster_home: Path, db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
