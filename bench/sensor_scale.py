@@ -19,11 +19,12 @@ sensor does is Dagster's real read of real rows. The database commits asynchrono
 
 Per size:
 
-- ``ticks_to_decide_all``: ``run_cycle`` passes (the sensor's tick) until a pass decides
-  nothing; ``undecided_after``: FAILURE runs with neither a remembered decision nor a
+- ``ticks_to_decide_all``: ``run_cycle`` passes (the sensor's tick) until every failed
+  run has a decision (at most 60); ``undecided_after``: FAILURE runs with neither a remembered decision nor a
   recoveries row afterwards (must be 0);
 - ``first_tick_s`` / ``first_tick_statements``; ``steady_tick_s`` /
-  ``steady_tick_statements``: one more pass once everything is decided.
+  ``steady_tick_statements``: a pass once everything is decided and the cursor's 5 s
+  hold-back has passed (one pass in between reads the held-back events again).
   Statements are counted with SQLAlchemy's ``before_cursor_execute`` event on the Engine
   class, which sees every statement of every engine in this process: Dagster's run and
   event storage (SQLAlchemy + psycopg2) and orbit's (SQLAlchemy + psycopg). The recovery
@@ -64,6 +65,7 @@ from orbit_pipelines.dagster_io.dagster_home import (
 )
 from orbit_pipelines.recovery.cycle import run_cycle
 from orbit_pipelines.recovery.liveness import this_host
+from orbit_pipelines.recovery.scan import OVERLAP_S
 from orbit_pipelines.recovery.settings import RecoverySettings
 from orbit_pipelines.store.engine import create_store_engine
 from orbit_pipelines.store.migrations import upgrade
@@ -261,11 +263,14 @@ def measure(failed: int, check_timeout_s: float, counter: StatementCounter) -> d
             failed_ids = kinds["skip"] + kinds["wait"] + kinds["hold"]
             first = tick(instance, engine, counter)
             ticks, total = 1, first[0]
-            while ticks < MAX_TICKS:
+            while ticks < MAX_TICKS and undecided(engine, failed_ids) > 0:
                 decided, _s, _n = tick(instance, engine, counter)
-                if decided == 0:
-                    break
                 ticks, total = ticks + 1, total + decided
+            # Steady: nothing changed since the last pass, and the newest failures are
+            # older than the cursor's hold-back (scan.OVERLAP_S), as they are a few
+            # seconds after a burst.
+            time.sleep(OVERLAP_S)
+            tick(instance, engine, counter)
             steady = tick(instance, engine, counter)
             line = {
                 "bench": "sensor_scale",

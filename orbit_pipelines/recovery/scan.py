@@ -48,9 +48,11 @@ from orbit_pipelines.store.recoveries import (
 )
 
 OVERLAP_S = 5.0
-# A tick reads at most this many pages of failures (and stops paging after TIME_BUDGET_S):
-# the rest is for the next tick, so one tick stays well inside Dagster's sensor timeout.
-MAX_PAGES = 10
+# A tick takes at most this many new candidates from the failure cursor, reads at most
+# MAX_PAGES pages (pages already decided cost three queries each) and stops paging after
+# TIME_BUDGET_S: the rest is for the next tick, well inside Dagster's sensor timeout.
+MAX_CANDIDATES = 2000
+MAX_PAGES = 100
 TIME_BUDGET_S = 15.0
 
 
@@ -168,7 +170,11 @@ def _read_failures(
         result.candidates += found
         if len(page.events) < PAGE_SIZE:
             break
-        if result.pages >= MAX_PAGES or time.monotonic() - started > TIME_BUDGET_S:
+        if (
+            len(result.candidates) >= MAX_CANDIDATES
+            or result.pages >= MAX_PAGES
+            or time.monotonic() - started > TIME_BUDGET_S
+        ):
             result.more = True
             break
     result.cursor = safe
