@@ -18,7 +18,12 @@ from collections.abc import Mapping
 from dagster import DagsterInstance, DagsterRun, JobDefinition
 
 from orbit_pipelines.recovery import dagster_private as dp
-from orbit_pipelines.tags import BACKFILL_TAG, inherited_tags
+from orbit_pipelines.tags import (
+    AUTO_RETRY_RUN_ID_TAG,
+    BACKFILL_TAG,
+    WILL_RETRY_TAG,
+    inherited_tags,
+)
 
 
 def backfill_running(instance: DagsterInstance, backfill_id: str | None) -> bool:
@@ -28,6 +33,30 @@ def backfill_running(instance: DagsterInstance, backfill_id: str | None) -> bool
         return False
     backfill = instance.get_backfill(backfill_id)
     return backfill is not None and backfill.status == dp.BulkActionStatus.REQUESTED
+
+
+def mark_retry_pending(instance: DagsterInstance, parent: DagsterRun) -> bool:
+    """Tell a running backfill that ``parent`` (failed) will be retried, so the backfill
+    daemon waits for the retry instead of counting the partition failed and ending.
+
+    Dagster's own protocol for its run retries: a FAILURE run tagged ``dagster/will_retry``
+    true and not yet ``dagster/auto_retry_run_id`` is "waiting to retry"
+    (``DagsterRun.is_complete_and_waiting_to_retry``), and ``backfill_runs_are_complete``
+    keeps the backfill in progress while one exists. Only for runs of a running backfill;
+    returns whether the tag was set.
+    """
+    if not backfill_running(instance, parent.tags.get(BACKFILL_TAG)):
+        return False
+    instance.add_run_tags(parent.run_id, {WILL_RETRY_TAG: "true"})
+    return True
+
+
+def mark_retried(instance: DagsterInstance, parent: DagsterRun, retry_run_id: str) -> None:
+    """Record on ``parent`` the run that retries it (the UI links the two; a backfill stops
+    waiting for ``parent``'s retry and waits for the retry run itself)."""
+    instance.add_run_tags(
+        parent.run_id, {WILL_RETRY_TAG: "true", AUTO_RETRY_RUN_ID_TAG: retry_run_id}
+    )
 
 
 def child_run_tags(

@@ -27,7 +27,12 @@ from sqlalchemy import Engine
 
 from orbit_pipelines.errors import E2008_BAD_CONFIG, E4010_NOT_RECOVERABLE, OrbitError
 from orbit_pipelines.recovery import dagster_private as dp
-from orbit_pipelines.recovery.child_run import child_run_tags, create_run_like, selected_subset
+from orbit_pipelines.recovery.child_run import (
+    child_run_tags,
+    create_run_like,
+    mark_retried,
+    selected_subset,
+)
 from orbit_pipelines.recovery.settings import RecoverySettings
 from orbit_pipelines.recovery.unstarted_steps import complete_step_list
 from orbit_pipelines.store.recoveries import (
@@ -161,6 +166,7 @@ def _create_and_submit(
     if existing is None:
         _create_run(instance, parent, row, run_id, job_def)
         existing = instance.get_run_by_id(run_id)
+        mark_retried(instance, parent, run_id)
     if existing is not None and existing.status == DagsterRunStatus.NOT_STARTED:
         # QueuedRunCoordinator.submit_run only enqueues; it never uses the workspace.
         instance.submit_run(run_id, workspace=None)  # type: ignore[arg-type]

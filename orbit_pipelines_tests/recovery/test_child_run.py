@@ -20,7 +20,13 @@ from dagster import (
 )
 from dagster._core.execution.backfill import BulkActionStatus, PartitionBackfill
 
-from orbit_pipelines.recovery.child_run import backfill_running, child_run_tags, selected_subset
+from orbit_pipelines.recovery.child_run import (
+    backfill_running,
+    child_run_tags,
+    mark_retried,
+    mark_retry_pending,
+    selected_subset,
+)
 from orbit_pipelines_tests.partitions.location import defs as partition_defs
 
 
@@ -122,3 +128,28 @@ def test_subset_keeps_the_asset_check_selection() -> None:
     selected = subset.asset_selection_data
     assert selected is not None and selected.asset_check_selection == {only}
     assert selected_subset(tagged_job, DagsterRun(job_name="tagged_job", run_id="p3")) is tagged_job
+
+
+def test_a_failed_backfill_run_waits_for_its_retry_until_the_retry_exists(
+    dagster_home: Path,
+) -> None:
+    instance = DagsterInstance.get()
+    _add_backfill(instance, "bfwait")
+    run = instance.create_run_for_job(tagged_job, tags={"dagster/backfill": "bfwait"})
+    instance.report_run_failed(run, "killed")
+    failed = instance.get_run_by_id(run.run_id)
+    assert failed is not None and not failed.is_complete_and_waiting_to_retry
+
+    assert mark_retry_pending(instance, failed)
+    waiting = instance.get_run_by_id(run.run_id)
+    # What the backfill daemon reads to stay in progress (backfill_runs_are_complete).
+    assert waiting is not None and waiting.is_complete_and_waiting_to_retry
+
+    mark_retried(instance, waiting, "retry-run")
+    retried = instance.get_run_by_id(run.run_id)
+    assert retried is not None and not retried.is_complete_and_waiting_to_retry
+    assert retried.tags["dagster/auto_retry_run_id"] == "retry-run"
+
+    plain = instance.create_run_for_job(tagged_job)
+    assert not mark_retry_pending(instance, plain)
+    assert "dagster/will_retry" not in (instance.get_run_by_id(plain.run_id) or plain).tags
