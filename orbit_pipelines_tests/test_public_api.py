@@ -284,3 +284,25 @@ def test_run_frames_in_an_asset_checkpoints_per_chunk(db_url: str, dagster_home:
 
 def test_public_module_reimports_cleanly() -> None:
     assert importlib.import_module("orbit_pipelines").__all__ == orbit_pipelines.__all__
+
+
+def test_the_recovery_sensor_takes_the_store_under_any_resource_key(
+    db_url: str, dagster_home: Path
+) -> None:
+    from dagster import build_sensor_context
+
+    sensor_def = make_recovery_sensor("my_recovery", store_key="warehouse_store")
+    assert sensor_def.required_resource_keys == {"warehouse_store"}
+    store = OrbitStore(postgres_url=db_url)
+    defs = Definitions(sensors=[sensor_def], resources={"warehouse_store": store})
+    with (
+        DagsterInstance.get() as instance,
+        build_sensor_context(
+            instance=instance,
+            resources={"warehouse_store": store},
+            repository_def=defs.get_repository_def(),
+        ) as context,
+    ):
+        data = sensor_def.evaluate_tick(context)
+    assert data.run_requests == []
+    assert "no dead, hung or failed runs" in (data.skip_message or "")

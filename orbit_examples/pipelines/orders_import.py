@@ -37,7 +37,6 @@ from orbit_examples.pipelines.orders_input import (
     read_records,
     validate_values,
 )
-from orbit_examples.pipelines.resources import example_resources
 from orbit_examples.pipelines.step_scope import KillSwitch, is_first_attempt
 from orbit_pipelines.dagster_io.resources import OrbitStore
 
@@ -196,7 +195,6 @@ def _order_from_row(row: dict[Any, Any]) -> Order:
 
 @job(
     description="Imports an orders CSV: validate with pandas, quarantine bad rows, upsert.",
-    resource_defs=example_resources(),
 )
 def orders_import() -> None:
     """extract → transform → load."""

@@ -1,7 +1,5 @@
-"""The resources the example jobs bind: store, checkpoint IO manager, carrier — all from env.
-
-Each job carries these so it runs the same under ``dagster dev``, ``execute_job`` in a
-test, or a step subprocess of the multiprocess executor.
+"""The resources of the example code location: store, checkpoint IO manager, carrier — all
+from env, bound once in ``orbit_examples.definitions`` (the jobs carry no ``resource_defs``).
 """
 
 from __future__ import annotations
@@ -15,12 +13,14 @@ from orbit_examples.carrier.resource import (
     CARRIER_URL_ENV,
     CarrierResource,
 )
-from orbit_pipelines.dagster_io.io_manager import PostgresCheckpointIOManager
-from orbit_pipelines.dagster_io.resources import OrbitStore
+from orbit_pipelines import OrbitStore, PostgresCheckpointIOManager
 
 
-def example_resources(*, carrier: bool = False) -> dict[str, Any]:
-    """``orbit_store`` and a checkpoint ``io_manager``; plus ``carrier`` when asked."""
+def example_resources(*, carrier: bool = True) -> dict[str, Any]:
+    """``orbit_store``, a checkpoint ``io_manager`` on that store, and ``carrier``.
+
+    Dagster initializes only the resources a run's steps need, so a job without a carrier
+    step never reads the carrier's environment variables."""
     store = OrbitStore(postgres_url=EnvVar("ORBIT_POSTGRES_URL"))
     resources: dict[str, Any] = {
         "orbit_store": store,

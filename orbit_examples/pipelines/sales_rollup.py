@@ -23,7 +23,6 @@ from pydantic import Field
 
 from orbit_examples.pipelines import example_tables
 from orbit_examples.pipelines.orders_ops import load_orders
-from orbit_examples.pipelines.resources import example_resources
 from orbit_examples.pipelines.step_scope import KillSwitch, run_scope
 from orbit_pipelines.dagster_io.resources import OrbitStore
 from orbit_pipelines.execution import ExecutorOptions, RowContext, RowExecutor, SumBy
@@ -127,7 +126,6 @@ def write_sales_summary(context: OpExecutionContext, orbit_store: OrbitStore, to
 
 @job(
     description="Sales totals per region and day; a crash anywhere gives the crash-free totals.",
-    resource_defs=example_resources(),
 )
 def sales_rollup() -> None:
     """load → rollup (forked rows, checkpointed aggregation) → upsert."""

@@ -39,7 +39,6 @@ from orbit_examples.carrier.client import CarrierClient, CarrierError
 from orbit_examples.carrier.resource import CarrierResource
 from orbit_examples.pipelines import example_tables
 from orbit_examples.pipelines.orders_ops import load_orders
-from orbit_examples.pipelines.resources import example_resources
 from orbit_examples.pipelines.step_scope import KillSwitch, run_scope
 from orbit_pipelines.dagster_io.resources import OrbitStore
 from orbit_pipelines.execution import ExecutorOptions, RowContext, RowExecutor
@@ -179,7 +178,6 @@ def shipping_report(context: OpExecutionContext, shards: list) -> dict:
 
 @job(
     description="Ships every order at the carrier (K shards, checkpointed rows, idempotent).",
-    resource_defs=example_resources(carrier=True),
 )
 def shipments() -> None:
     """load → shard → ship per shard → report."""

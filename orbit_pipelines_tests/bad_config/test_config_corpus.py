@@ -16,9 +16,8 @@ from sqlalchemy import Engine, func, select
 
 from orbit_examples.carrier import storage as carrier_tables
 from orbit_examples.carrier.resource import CARRIER_TOKEN_ENV, CARRIER_URL_ENV
-from orbit_examples.pipelines.sales_rollup import sales_rollup
+from orbit_examples.definitions import defs
 from orbit_examples.pipelines.sample_data import write_orders_csv
-from orbit_examples.pipelines.shipments import shipments
 from orbit_pipelines.store import tables as orbit_tables
 from orbit_pipelines.store.urls import POSTGRES_URL_ENV
 from orbit_pipelines_tests.carrier.running import TOKEN, RunningCarrier, start_carrier
@@ -151,7 +150,8 @@ def test_bad_config_fails_with_its_code_before_the_first_side_effect(
     # The instance reads the database URL now; the break applies to the job's resources.
     instance = DagsterInstance.get()
     case.breaks(monkeypatch, config)
-    job = shipments if case.job == "shipments" else sales_rollup
+    # The jobs carry no resources: the code location binds them once.
+    job = defs.get_job_def(case.job)
 
     try:
         result = job.execute_in_process(run_config=config, instance=instance, raise_on_error=False)

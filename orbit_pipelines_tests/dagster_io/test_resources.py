@@ -12,6 +12,7 @@ def test_first_connect_from_a_job_applies_the_schema(empty_db_url: str) -> None:
     engine = create_store_engine(empty_db_url)
     assert status(engine).current == 0
 
+    # The job as defined (no resources of its own), given just the store.
     result = store_health.execute_in_process(
         resources={"orbit_store": OrbitStore(postgres_url=empty_db_url)}
     )

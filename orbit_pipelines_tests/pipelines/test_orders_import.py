@@ -9,7 +9,6 @@ from dagster import DagsterInstance
 from sqlalchemy import Engine, select
 
 from orbit_examples.pipelines import example_tables as t
-from orbit_examples.pipelines.orders_import import orders_import
 from orbit_pipelines_tests.pipelines.bad_input import (
     FILE_CASES,
     ROW_CASES,
@@ -19,10 +18,11 @@ from orbit_pipelines_tests.pipelines.bad_input import (
     corpus_file,
     failure_text,
 )
+from orbit_pipelines_tests.pipelines.jobs import orders_import
 
 
 def run_import(path: Path) -> tuple[bool, str]:
-    result = orders_import.execute_in_process(
+    result = orders_import().execute_in_process(
         run_config={
             "ops": {
                 name: {"config": {"csv_path": str(path)}}

@@ -12,7 +12,7 @@ from sqlalchemy import Engine, delete, select
 
 from orbit_examples.pipelines import example_tables as t
 from orbit_examples.pipelines.orders_input import read_orders
-from orbit_examples.pipelines.sales_rollup import expected_totals, sales_rollup
+from orbit_examples.pipelines.sales_rollup import expected_totals
 from orbit_examples.pipelines.sample_data import write_orders_csv
 from orbit_pipelines_tests.pipelines.bad_input import (
     FILE_CASES,
@@ -23,6 +23,7 @@ from orbit_pipelines_tests.pipelines.bad_input import (
     corpus_file,
     failure_text,
 )
+from orbit_pipelines_tests.pipelines.jobs import sales_rollup
 
 Summary = dict[str, tuple[int, int, Decimal]]
 
@@ -59,7 +60,7 @@ def test_sigkill_mid_rollup_then_reexecution_gives_the_crash_free_totals(
     path = write_orders_csv(tmp_path / "orders.csv", 300, bad_rows=True)
     instance = DagsterInstance.get()
 
-    clean = sales_rollup.execute_in_process(
+    clean = sales_rollup().execute_in_process(
         run_config=config(path, batch_size=40), instance=instance
     )
     assert clean.success
@@ -100,7 +101,7 @@ def test_bad_input_rolls_up_the_good_rows_only(
     case: BadInput, dagster_home: Path, engine: Engine, tmp_path: Path
 ) -> None:
     path = corpus_file(case.name, tmp_path)
-    result = sales_rollup.execute_in_process(
+    result = sales_rollup().execute_in_process(
         run_config=config(path), instance=DagsterInstance.get(), raise_on_error=False
     )
 

@@ -12,7 +12,7 @@ from sqlalchemy import Engine, func, select
 from orbit_examples.carrier import storage as carrier_tables
 from orbit_examples.pipelines import example_tables as t
 from orbit_examples.pipelines.sample_data import order_id, write_orders_csv
-from orbit_examples.pipelines.shipments import shard_of, shipments
+from orbit_examples.pipelines.shipments import shard_of
 from orbit_pipelines.store import tables as orbit_tables
 from orbit_pipelines_tests.carrier.running import RunningCarrier
 from orbit_pipelines_tests.pipelines.bad_input import (
@@ -24,6 +24,7 @@ from orbit_pipelines_tests.pipelines.bad_input import (
     corpus_file,
     failure_text,
 )
+from orbit_pipelines_tests.pipelines.jobs import shipments
 
 
 def config(path: Path, *, shards: int = 3, **ship: Any) -> dict[str, Any]:
@@ -68,7 +69,7 @@ def test_ships_every_order_once_retrying_429s_and_quarantining_address_errors(
     client.inject_fault(order_id(4), "address_error", times=5)
     client.inject_fault(order_id(5), "timeout", times=1, delay_s=1.5)
 
-    result = shipments.execute_in_process(
+    result = shipments().execute_in_process(
         run_config=config(path, max_attempts=4),
         instance=DagsterInstance.get(),
         raise_on_error=False,
@@ -100,7 +101,7 @@ def test_ships_every_order_once_retrying_429s_and_quarantining_address_errors(
 def test_bad_input_ships_the_good_rows_and_quarantines_the_rest(
     case: BadInput, dagster_home: Path, engine: Engine, carrier: RunningCarrier, tmp_path: Path
 ) -> None:
-    result = shipments.execute_in_process(
+    result = shipments().execute_in_process(
         run_config=config(corpus_file(case.name, tmp_path), shards=2),
         instance=DagsterInstance.get(),
         raise_on_error=False,
