@@ -11,6 +11,7 @@ to a ``Sum``. Hostile hooks, by row id:
 - ``--pause-at I``: SIGSTOP itself at row I (``--pause-when before|after`` its effect): a
   GC pause / VM freeze; the test SIGCONTs it.
 - ``--kill-at I``: SIGKILL itself right after row I's effect, mid-batch.
+- ``--gate-at I --gate-file F``: after row I's effect, wait (alive) until F exists.
 
 Exit 0 and WORKDIR/<run_id>.json on success; on an error, print ``ERROR <code> <message>``
 and exit 3.
@@ -98,6 +99,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--heartbeat", type=float, default=0.2)
     p.add_argument("--input", choices=["plain", "poison"], default="plain")
     p.add_argument("--idle-timeout", type=float, default=None)
+    p.add_argument("--gate-at", type=int, default=None)
+    p.add_argument("--gate-file", type=Path, default=None)
     args = p.parse_args(argv)
 
     engine = create_store_engine(args.db_url)
@@ -133,6 +136,10 @@ def main(argv: list[str]) -> int:
             ctx.once(f"fx-{int(row_id)}", deliver, receiver="transactional")
         if row_id == args.kill_at:
             os.kill(os.getpid(), signal.SIGKILL)
+        if row_id == args.gate_at and args.gate_file is not None:
+            # Alive, not frozen: wait (heartbeats going on) until the test opens the gate.
+            while not args.gate_file.exists():
+                time.sleep(0.02)
         if row_id == args.pause_at and args.pause_when == "after" and not paused:
             paused = True
             os.kill(os.getpid(), signal.SIGSTOP)

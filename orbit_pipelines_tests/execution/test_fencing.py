@@ -186,7 +186,11 @@ def test_two_live_executions_of_one_step_the_older_stops_and_nothing_doubles(
     base += [str(tmp_path), "--root", root, "--step", STEP, "--rows", str(ROWS)]
     base += ["--batch", str(BATCH), "--heartbeat", "0.2"]
     a_log, b_log = tmp_path / "a.log", tmp_path / "b.log"
-    a = children.start([*base, "--run-id", "run-A", "--sleep", "0.1"], log_path=a_log)
+    gate = tmp_path / "gate"
+    # A waits, alive, after row 22's effect (its batch 20..24 open) until B owns the step;
+    # then both run at once. Without the gate, a slow machine let A finish before B began.
+    a_args = [*base, "--run-id", "run-A", "--sleep", "0.05", "--gate-at", "22"]
+    a = children.start([*a_args, "--gate-file", str(gate)], log_path=a_log)
 
     def a_done() -> int:
         with engine.connect() as conn:
@@ -197,11 +201,20 @@ def test_two_live_executions_of_one_step_the_older_stops_and_nothing_doubles(
                 ).scalar_one()
             )
 
-    wait_for(lambda: a_done() >= 2 * BATCH or a.poll() is not None, timeout_s=60, what="A's rows")
-    assert a.poll() is None, a_log.read_text()[-2000:]
-    b = children.start([*base, "--run-id", "run-B", "--sleep", "0.02"], log_path=b_log)
-    assert b.wait(timeout=120) == 0, b_log.read_text()[-3000:]
-    a_rc = a.wait(timeout=60)
+    try:
+        wait_for(lambda: a_done() >= 20 or a.poll() is not None, timeout_s=60, what="A's rows")
+        assert a.poll() is None, a_log.read_text()[-2000:]
+        b = children.start([*base, "--run-id", "run-B", "--sleep", "0.05"], log_path=b_log)
+        wait_for(
+            lambda: (tmp_path / "run-B.ready").exists() or b.poll() is not None,
+            timeout_s=60,
+            what="B to claim the step",
+        )
+        gate.touch()
+        assert b.wait(timeout=120) == 0, b_log.read_text()[-3000:]
+        a_rc = a.wait(timeout=60)
+    finally:
+        children.stop_all()
     a_out = a_log.read_text()
     assert a_rc != 0 and "E-4009" in a_out, (a_rc, a_out[-2000:])
 
@@ -210,7 +223,7 @@ def test_two_live_executions_of_one_step_the_older_stops_and_nothing_doubles(
         (str(i), "done", 1) for i in range(ROWS)
     ), "a row was committed twice"
     a_rows = {int(r[0]) for r in after["rows"] if r[3] == "run-A"}
-    assert len(a_rows) >= 2 * BATCH
+    assert a_rows == set(range(20)), sorted(a_rows)
     assert sorted(r[0] for r in after["receiver"]) == list(range(ROWS))
     assert {r[0] for r in after["receiver"] if r[1] == "run-A"} == a_rows
     assert [(x[0], x[1]) for x in after["aggs"]] == [("sum", sum(range(ROWS)))]
