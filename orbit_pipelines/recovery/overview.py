@@ -25,7 +25,7 @@ from sqlalchemy import Engine
 
 from orbit_pipelines.errors import E1010_UNKNOWN_RUN, OrbitError
 from orbit_pipelines.recovery.detect import Candidate, detect, failure_cause
-from orbit_pipelines.recovery.explain import Explained, explain
+from orbit_pipelines.recovery.explain import Explained, explain, first_line
 from orbit_pipelines.recovery.launch import ROOT_RUN_ID_TAG
 from orbit_pipelines.recovery.policy import Decision, decide
 from orbit_pipelines.recovery.settings import RecoverySettings
@@ -39,6 +39,7 @@ from orbit_pipelines.store.group_progress import (
 )
 from orbit_pipelines.store.heartbeats import Heartbeat, heartbeats_for_group
 from orbit_pipelines.store.recoveries import Recovery, group_control, recoveries_for_group
+from orbit_pipelines.store.urls import mask_secrets
 from orbit_pipelines.tags import root_run_id_of
 
 _INTERRUPTED = ("dead", "hung", "failed", "held")
@@ -282,7 +283,7 @@ def _plan(
         return f"nothing automatic: {decision.why}"
     if state == "held":
         held = next((r for r in recoveries if r.status == "held"), None)
-        why = held.detail.split("| held: ", 1)[-1] if held else "policy"
+        why = first_line(mask_secrets(held.detail.split("| held: ", 1)[-1])) if held else "policy"
         return f"held for a person: {why}"
     if state == "recovering":
         latest = recoveries[-1] if recoveries else None
