@@ -18,6 +18,7 @@ from orbit_pipelines_tests.pipelines.location_harness import LocationHarness
 from orbit_pipelines_tests.pipelines.test_shipments import config
 
 
+@pytest.mark.e2e  # `dagster job launch` in a subprocess
 def test_resume_with_an_unset_variable_is_e2008_naming_it(
     location: LocationHarness,  # noqa: F811
     tmp_path: Path,
