@@ -306,3 +306,64 @@ def test_the_recovery_sensor_takes_the_store_under_any_resource_key(
         data = sensor_def.evaluate_tick(context)
     assert data.run_requests == []
     assert "no dead, hung or failed runs" in (data.skip_message or "")
+
+
+FLAKY = {"fail_chunk": 2}
+E_FLAKY = register_error_code("E-3901", "public API test: service hiccup", retryable=True)
+
+
+def _price_flaky(chunk: pd.DataFrame, fctx: FrameContext) -> pd.DataFrame:
+    with fctx.conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO priced (id, chunk_no) VALUES (%s, %s)",
+            [(int(i), fctx.chunk_no) for i in chunk["id"]],
+        )
+    if fctx.chunk_no == FLAKY["fail_chunk"]:
+        raise OrbitError(E_FLAKY, "the pricing service hiccupped")
+    return pd.DataFrame({"net": chunk["gross"] * 0.5}, index=chunk.index)
+
+
+@asset
+def priced_flaky(context: AssetExecutionContext, orbit_store: OrbitStore) -> float:
+    """Half prices; chunk 2 fails while FLAKY says so."""
+    frame = pd.DataFrame({"id": range(35), "gross": [float(i) for i in range(35)]})
+    summary = run_frames(
+        context,
+        frame,
+        key="id",
+        handler=_price_flaky,
+        aggregations={"net": Sum()},
+        options=ExecutorOptions(batch_size=10, on_error="quarantine"),
+    )
+    return summary.aggregations["net"]
+
+
+def test_run_frames_resumes_after_a_failed_chunk_writing_each_row_once(
+    db_url: str, dagster_home: Path
+) -> None:
+    store = OrbitStore(postgres_url=db_url)
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE priced (id int, chunk_no int)")
+    with DagsterInstance.get() as instance:
+        FLAKY["fail_chunk"] = 2
+        first = materialize(
+            [priced_flaky],
+            instance=instance,
+            resources={"orbit_store": store},
+            raise_on_error=False,
+        )
+        assert not first.success  # a retryable code stops the step, it is not quarantined
+        FLAKY["fail_chunk"] = -1
+        second = materialize(
+            [priced_flaky],
+            instance=instance,
+            resources={"orbit_store": store},
+            tags={"orbit/root_run": first.run_id},
+        )
+    assert second.success
+    assert second.output_for_node("priced_flaky") == pytest.approx(sum(range(35)) * 0.5)
+    with store.engine.connect() as conn:
+        ids = [r[0] for r in conn.exec_driver_sql("SELECT id FROM priced ORDER BY id")]
+    # Chunks 0 and 1 committed with their writes; chunk 2's writes rolled back with its
+    # rows; the rerun handed the handler rows 20..34 only.
+    assert ids == list(range(35))

@@ -38,7 +38,7 @@ from orbit_examples.pipelines.orders_input import (
     validate_values,
 )
 from orbit_examples.pipelines.step_scope import KillSwitch, is_first_attempt
-from orbit_pipelines.dagster_io.resources import OrbitStore
+from orbit_pipelines import OrbitStore
 
 QUARANTINE_COLUMNS = ["line", "raw", "code", "reason", "order_id"]
 

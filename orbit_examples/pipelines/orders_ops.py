@@ -8,7 +8,7 @@ from pydantic import Field
 
 from orbit_examples.pipelines import example_tables
 from orbit_examples.pipelines.orders_input import read_orders
-from orbit_pipelines.dagster_io.resources import OrbitStore
+from orbit_pipelines import OrbitStore
 
 
 class OrdersFileConfig(Config):

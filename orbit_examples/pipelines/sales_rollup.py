@@ -23,9 +23,8 @@ from pydantic import Field
 
 from orbit_examples.pipelines import example_tables
 from orbit_examples.pipelines.orders_ops import load_orders
-from orbit_examples.pipelines.step_scope import KillSwitch, run_scope
-from orbit_pipelines.dagster_io.resources import OrbitStore
-from orbit_pipelines.execution import ExecutorOptions, RowContext, RowExecutor, SumBy
+from orbit_examples.pipelines.step_scope import KillSwitch
+from orbit_pipelines import ExecutorOptions, OrbitStore, RowContext, SumBy, run_rows
 
 TOTALS = ("items", "quantity", "revenue_cents")
 
@@ -85,20 +84,19 @@ def rollup_sales(
                 ctx.agg["revenue_cents"].add((group, line_cents(quantity, item["unit_price"])))
         kill.tick()
 
-    options = ExecutorOptions(batch_size=config.batch_size, on_error="quarantine")
-    with RowExecutor(
-        orbit_store.engine,
-        run_scope(context),
-        options,
-        progress=lambda e: context.log.info(e.describe()),
-    ) as executor:
-        summary = executor.run(
-            orders, key="order_id", handler=fold, aggregations={n: SumBy() for n in TOTALS}
-        )
+    summary = run_rows(
+        context,
+        orders,
+        key="order_id",
+        handler=fold,
+        aggregations={n: SumBy() for n in TOTALS},
+        options=ExecutorOptions(batch_size=config.batch_size, on_error="quarantine"),
+        store=orbit_store,
+    )
     states = summary.aggregations
     groups = sorted(set().union(*(states[n].keys() for n in TOTALS)))
     totals = {g: {n: int(states[n].get(g, 0)) for n in TOTALS} for g in groups}
-    context.add_output_metadata({**summary.as_metadata(), "groups": len(totals)})
+    context.add_output_metadata({"groups": len(totals)})  # next to run_rows' row counts
     return totals
 
 

@@ -39,9 +39,8 @@ from orbit_examples.carrier.client import CarrierClient, CarrierError
 from orbit_examples.carrier.resource import CarrierResource
 from orbit_examples.pipelines import example_tables
 from orbit_examples.pipelines.orders_ops import load_orders
-from orbit_examples.pipelines.step_scope import KillSwitch, run_scope
-from orbit_pipelines.dagster_io.resources import OrbitStore
-from orbit_pipelines.execution import ExecutorOptions, RowContext, RowExecutor
+from orbit_examples.pipelines.step_scope import KillSwitch
+from orbit_pipelines import ExecutorOptions, OrbitStore, RowContext, run_rows
 
 
 class ShardConfig(Config):
@@ -125,8 +124,7 @@ def ship_shard(
     orders: list,
 ) -> dict:
     """Ship the shard's orders not shipped yet; return the row counts."""
-    scope = run_scope(context)
-    shard = int(scope.step_key.rsplit("shard_", 1)[-1].rstrip("]"))
+    shard = int((context.get_mapping_key() or "shard_0").rsplit("shard_", 1)[-1])
     kill = KillSwitch(
         context,
         config.kill_after_rows if config.kill_shard in (None, shard) else None,
@@ -156,12 +154,14 @@ def ship_shard(
         ctx.emit(shipment)
         kill.tick()
 
-    options = ExecutorOptions(batch_size=config.batch_size, on_error="quarantine")
-    with RowExecutor(
-        orbit_store.engine, scope, options, progress=lambda e: context.log.info(e.describe())
-    ) as executor:
-        summary = executor.run(orders, key="order_id", handler=ship)
-    context.add_output_metadata(summary.as_metadata())
+    summary = run_rows(
+        context,
+        orders,
+        key="order_id",
+        handler=ship,
+        options=ExecutorOptions(batch_size=config.batch_size, on_error="quarantine"),
+        store=orbit_store,
+    )
     return summary.as_metadata()
 
 

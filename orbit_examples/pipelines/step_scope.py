@@ -1,4 +1,4 @@
-"""Glue between a Dagster op and the row executor: the run scope, and demo fault injection.
+"""Demo fault injection for the example ops (the run scope is ``run_rows``' business).
 
 No ``from __future__ import annotations``: ops in this package take ``OpExecutionContext``.
 """
@@ -8,9 +8,7 @@ import signal
 
 from dagster import DagsterRun, OpExecutionContext
 
-from orbit_pipelines.dagster_io.row_steps import step_scope as run_scope
-
-__all__ = ["ATTEMPT_TAG", "KillSwitch", "is_first_attempt", "run_scope"]
+__all__ = ["ATTEMPT_TAG", "KillSwitch", "is_first_attempt"]
 
 ATTEMPT_TAG = "orbit/attempt"
 

@@ -2,7 +2,7 @@
 
 from dagster import MetadataValue, OpExecutionContext, Output, job, op
 
-from orbit_pipelines.dagster_io.resources import OrbitStore
+from orbit_pipelines import OrbitStore
 from orbit_pipelines.store.migrations import status
 from orbit_pipelines.store.urls import safe_target
 

@@ -21,7 +21,14 @@ import numpy as np
 import pandas as pd
 import psycopg
 
-from orbit_pipelines.errors import E4004_ROW_FAILED, ErrorCode, OrbitError, is_retryable, lookup
+from orbit_pipelines.errors import (
+    E4004_ROW_FAILED,
+    ErrorCode,
+    OrbitError,
+    concerns_only_its_row,
+    is_retryable,
+    lookup,
+)
 from orbit_pipelines.execution import RowContext, row_key_hash
 from orbit_pipelines.execution.done_set import HASH_DTYPE
 
@@ -39,7 +46,8 @@ class FrameContext:
 
     ``conn``: the psycopg connection of the batch transaction. Writes made through it
     commit in the same transaction as the chunk's row outcomes (so they happen once); do not
-    commit or roll back yourself. ``chunk_no`` counts chunks handed to the handler in this
+    commit or roll back yourself. When the chunk stops the step (the handler raised, or an
+    outcome is an error that is not quarantined) its writes are rolled back. ``chunk_no`` counts chunks handed to the handler in this
     run, from 0. ``root_run_id`` / ``step_key`` say which step of which run group this is.
     """
 
@@ -147,14 +155,43 @@ def _items(
             chunk = frame.iloc[start : start + size].iloc[pending]
             fctx = FrameContext(ex, chunk_no, ex.scope.root_run_id, ex.scope.step_key)
             chunk_no += 1
+            chosen = [items[n] for n in pending]
             try:
                 outcome = handler(chunk, fctx)
-                _attach(outcome, chunk, [items[n] for n in pending], agg_names)
+                _attach(outcome, chunk, chosen, agg_names)
+                stop = _stopping_error(chosen, quarantine=ex.options.on_error == "quarantine")
             except Exception as error:
-                # As if each pending row's handler had raised it.
-                for n in pending:
-                    items[n].error = error
+                stop = error  # as if each pending row's handler had raised it
+            if stop is not None:
+                # The chunk will not commit as a whole: drop what the handler wrote through
+                # fctx.conn (nothing else is in this transaction yet) and stop at its first
+                # row, so a rerun hands the handler the same rows with nothing written twice.
+                _rollback(ex)
+                for item in chosen:
+                    item.error = stop
         yield from items
+
+
+def _stopping_error(items: list[_Item], *, quarantine: bool) -> BaseException | None:
+    """The first row error of the chunk that stops the step instead of being quarantined."""
+    for item in items:
+        error = item.error
+        if error is None:
+            continue
+        code = error.code if isinstance(error, OrbitError) else E4004_ROW_FAILED.code
+        if not quarantine or not concerns_only_its_row(code):
+            return error
+    return None
+
+
+def _rollback(ex: RowExecutor) -> None:
+    conn = ex.conn
+    if conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+        return
+    try:
+        conn.rollback()
+    except psycopg.Error:
+        pass  # the server is gone: nothing of the transaction committed anyway
 
 
 def _attach(

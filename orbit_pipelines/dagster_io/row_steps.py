@@ -211,9 +211,12 @@ def run_frames(
 
     Each chunk's outcomes, aggregation states and whatever the handler wrote through
     ``fctx.conn`` (the batch transaction) commit in one transaction: a crash redoes at most
-    the chunk in flight, and writes made through ``fctx.conn`` happen once. If the handler
-    raises, every pending row of the chunk fails with that error, as if each row's handler
-    had raised it (quarantined with ``on_error="quarantine"``, else the step stops).
+    the chunk in flight, and writes made through ``fctx.conn`` happen once. Row errors are
+    quarantined with ``on_error="quarantine"`` when they concern only their row; otherwise
+    (fail_fast, a retryable code, or the handler raised a stopping error) the chunk's writes
+    are rolled back and the step stops at the chunk's first row, so a rerun hands the
+    handler the same rows again. A handler that raises a quarantinable error quarantines
+    every pending row of its chunk.
     ``key`` must be a column of ``frame``.
     """
     if key not in frame.columns:
