@@ -43,7 +43,10 @@ def mark_retry_pending(instance: DagsterInstance, parent: DagsterRun) -> bool:
     true and not yet ``dagster/auto_retry_run_id`` is "waiting to retry"
     (``DagsterRun.is_complete_and_waiting_to_retry``), and ``backfill_runs_are_complete``
     keeps the backfill in progress while one exists. Only for runs of a running backfill;
-    returns whether the tag was set.
+    returns whether the tag was set. To close the window between a failure and orbit's
+    recovery it must be set before the run fails (and set back to false when orbit decides
+    not to recover); nothing calls it yet, see
+    ``orbit_pipelines_tests/partitions/test_backfill_backoff_e2e.py``.
     """
     if not backfill_running(instance, parent.tags.get(BACKFILL_TAG)):
         return False

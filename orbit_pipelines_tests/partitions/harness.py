@@ -63,14 +63,15 @@ class PartitionsHarness(Harness):
         )
         self.instance = DagsterInstance.get()
 
-    def add_fault(self, partition: str, kind: str, after_rows: int) -> None:
-        """Arm a fault for the first attempt of ``order_totals`` on ``partition``."""
+    def add_fault(self, partition: str, kind: str, after_rows: int, times: int = 1) -> None:
+        """Arm a fault for the first ``times`` attempts of ``order_totals`` on ``partition``."""
         with self.engine.begin() as conn:
             conn.execute(
                 text(
-                    "INSERT INTO public.part_faults (partition, kind, after_rows) VALUES (:p, :k, :n)"
+                    "INSERT INTO public.part_faults (partition, kind, after_rows, times)"
+                    " VALUES (:p, :k, :n, :t)"
                 ),
-                {"p": partition, "k": kind, "n": after_rows},
+                {"p": partition, "k": kind, "n": after_rows, "t": times},
             )
 
     def failures(self, run_id: str) -> list[str]:
@@ -88,7 +89,7 @@ class PartitionsHarness(Harness):
         return found
 
     def fault_fired_in(self, partition: str) -> str | None:
-        """The run in which the partition's fault fired, if it did."""
+        """The run in which the partition's fault fired last, if it did."""
         with self.engine.connect() as conn:
             return conn.execute(
                 text("SELECT fired_in FROM public.part_faults WHERE partition = :p"),

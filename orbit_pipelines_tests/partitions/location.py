@@ -7,7 +7,7 @@ test can check that each row's effect happened once and the totals equal a crash
 Faults are rows in ``public.part_faults`` the test inserts before launching: for a partition,
 after ``after_rows`` rows of the step, the step either SIGKILLs its own process (``kill``) or
 raises a retryable E-3001 (``fail``). A fault is marked fired in its own committed
-transaction before it acts, so it fires on the first attempt only.
+transaction before it acts, once per run, on the first ``times`` attempts (default 1).
 """
 
 import datetime as dt
@@ -44,7 +44,7 @@ TEST_TABLES = (
     " id bigserial PRIMARY KEY, partition text, row_id int, run_id text)",
     "CREATE TABLE IF NOT EXISTS public.part_faults ("
     " partition text PRIMARY KEY, kind text NOT NULL, after_rows int NOT NULL,"
-    " fired_in text)",
+    " times int NOT NULL DEFAULT 1, fired_in text)",
 )
 
 daily = DailyPartitionsDefinition(start_date=START)
@@ -78,8 +78,9 @@ def _fault(store: OrbitStore, partition: str, run_id: str, processed: int) -> st
     with store.engine.begin() as conn:
         row = conn.execute(
             text(
-                "UPDATE public.part_faults SET fired_in = :r WHERE partition = :p"
-                " AND fired_in IS NULL AND after_rows <= :n RETURNING kind"
+                "UPDATE public.part_faults SET fired_in = :r, times = times - 1"
+                " WHERE partition = :p AND times > 0 AND fired_in IS DISTINCT FROM :r"
+                " AND after_rows <= :n RETURNING kind"
             ),
             {"p": partition, "r": run_id, "n": processed},
         ).first()

@@ -15,7 +15,8 @@ import pytest
 from dagster import DagsterRun, DagsterRunStatus
 from dagster._core.execution.backfill import BulkActionStatus
 
-from orbit_pipelines.tags import PARTITION_TAG
+from orbit_pipelines.recovery.manual import restart_group
+from orbit_pipelines.tags import PARTITION_TAG, RESTART_OF_TAG
 from orbit_pipelines_tests.partitions.harness import PartitionsHarness, deployment
 from orbit_pipelines_tests.partitions.location import (
     ROWS_PER_PARTITION,
@@ -118,3 +119,23 @@ def test_partitioned_asset_job_killed_mid_rows_is_recovered_for_its_partition(
     assert h.aggregation_states("order_totals")[root] == expected_totals(partition)
     assert h.output_roots("daily_orders")[root] == {root}
     assert h.output_roots("order_totals")[root] == {child.run_id}
+
+
+def test_restart_of_a_partition_run_keeps_its_partition(deployed: PartitionsHarness) -> None:
+    """``orbit restart`` (``restart_group``): a new run group for the same partition."""
+    h = deployed
+    partition = "2026-11-03"
+    root = _launch_partition(h, partition)
+    first = h.wait_status(root, ENDED, timeout_s=180)
+    assert first.status == DagsterRunStatus.SUCCESS, h.failures(root)
+
+    new_run_id = restart_group(h.instance, h.engine, first)
+    new = h.wait_status(new_run_id, ENDED, timeout_s=180)
+    assert new.status == DagsterRunStatus.SUCCESS, h.failures(new_run_id)
+    assert new.tags[PARTITION_TAG] == partition
+    assert new.tags["team"] == "finance"
+    assert new.tags[RESTART_OF_TAG] == root
+    assert new.root_run_id is None and new.parent_run_id is None
+    # A new group: its own ledger, so every row ran (and its effect happened) again.
+    assert h.aggregation_states("order_totals")[new_run_id] == expected_totals(partition)
+    assert h.effects(partition) == dict.fromkeys(range(ROWS_PER_PARTITION), 2)
