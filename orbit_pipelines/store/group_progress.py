@@ -20,21 +20,6 @@ class DoneRow:
     result: Any
 
 
-def last_done_row(conn: Connection, root_run_id: str, step_key: str) -> DoneRow | None:
-    """The row of ``step_key`` that finished last, with its recorded result."""
-    row = conn.execute(
-        select(step_rows.c.row_key, step_rows.c.result)
-        .where(
-            step_rows.c.root_run_id == root_run_id,
-            step_rows.c.step_key == step_key,
-            step_rows.c.status == "done",
-        )
-        .order_by(step_rows.c.updated_at.desc())
-        .limit(1)
-    ).first()
-    return DoneRow(step_key, row[0], row[1]) if row else None
-
-
 def effects_by_status(conn: Connection, root_run_id: str) -> dict[str, int]:
     """How many side effects of a run group are in each ledger status."""
     stmt = (
