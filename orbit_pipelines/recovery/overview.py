@@ -24,7 +24,7 @@ from dagster import (
 from sqlalchemy import Engine
 
 from orbit_pipelines.errors import E1010_UNKNOWN_RUN, OrbitError
-from orbit_pipelines.recovery.detect import Candidate, detect, failure_cause
+from orbit_pipelines.recovery.detect import Candidate, detect, failure_cause, failure_causes
 from orbit_pipelines.recovery.explain import Explained, explain, first_line
 from orbit_pipelines.recovery.launch import ROOT_RUN_ID_TAG
 from orbit_pipelines.recovery.policy import Decision, decide
@@ -43,6 +43,7 @@ from orbit_pipelines.store.urls import mask_secrets
 from orbit_pipelines.tags import root_run_id_of
 
 _INTERRUPTED = ("dead", "hung", "failed", "held")
+_ENDED_BADLY = (DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED)
 
 
 @dataclass(frozen=True)
@@ -184,6 +185,7 @@ class DagsterReads:
         self._stats: dict[str, list[Any]] = {}
         self._root_of: dict[str, str] = {}
         self._members: dict[str, list[RunRecord]] = {}
+        self._causes: dict[str, tuple[str, str, str | None]] = {}
 
     def prefetch_groups(self, run_ids: list[str]) -> None:
         """Read the run groups of ``run_ids`` in three queries, whatever their number."""
@@ -201,6 +203,17 @@ class DagsterReads:
             group = self._members.setdefault(root_run_id_of(run), [])
             if all(r.dagster_run.run_id != run.run_id for r in group):
                 group.append(record)
+        # The failure cause of every group's latest failed run: one read of the step
+        # failures of the span, not one event-log read per group.
+        latest = [max(g, key=lambda r: r.create_timestamp) for g in self._members.values()]
+        failed = [r for r in latest if r.dagster_run.status in _ENDED_BADLY]
+        self._causes.update(failure_causes(self.instance, failed))
+
+    def cause(self, run_id: str) -> tuple[str, str, str | None]:
+        """(reason, detail, code) of a failed run: prefetched, else read now."""
+        if run_id not in self._causes:
+            self._causes[run_id] = failure_cause(self.instance, run_id)
+        return self._causes[run_id]
 
     def group(self, run_id: str) -> tuple[str, list[RunRecord]] | None:
         """(root, member records) when prefetched."""
@@ -384,8 +397,8 @@ def group_overview(
         )
         error_code: str | None = None
         error_message: str | None = None
-        if latest.status in (DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED):
-            _reason, error_message, error_code = failure_cause(instance, latest.run_id)
+        if latest.status in _ENDED_BADLY:
+            _reason, error_message, error_code = reads.cause(latest.run_id)
         elif candidate is not None:
             error_message, error_code = candidate.detail, candidate.error_code
         known = {s.step_key for s in steps}
