@@ -14,12 +14,15 @@ import pandas as pd
 import pytest
 from dagster import (
     AssetExecutionContext,
+    AssetKey,
+    AssetOut,
     DagsterInstance,
     Definitions,
     OpExecutionContext,
     asset,
     job,
     materialize,
+    multi_asset,
     op,
 )
 
@@ -367,3 +370,40 @@ def test_run_frames_resumes_after_a_failed_chunk_writing_each_row_once(
     # Chunks 0 and 1 committed with their writes; chunk 2's writes rolled back with its
     # rows; the rerun handed the handler rows 20..34 only.
     assert ids == list(range(35))
+
+
+@multi_asset(outs={"good_total": AssetOut(), "bad_count": AssetOut()})
+def split_orders(context: AssetExecutionContext, orbit_store: OrbitStore):
+    """Two assets from one row step."""
+    summary = run_rows(
+        context,
+        ORDERS,
+        key="id",
+        handler=_charge,
+        aggregations={"total": Sum(), "orders": Count()},
+        options=ExecutorOptions(batch_size=16, on_error="quarantine"),
+    )
+    return summary.aggregations["total"], summary.quarantined
+
+
+def test_run_rows_in_a_multi_asset_records_counts_on_each_asset(
+    db_url: str, dagster_home: Path
+) -> None:
+    with DagsterInstance.get() as instance:
+        result = materialize(
+            [split_orders],
+            instance=instance,
+            resources={"orbit_store": OrbitStore(postgres_url=db_url)},
+        )
+        assert result.success
+        good = [o for o in ORDERS if o["amount"] >= 0]
+        assert result.output_for_node("split_orders", "good_total") == sum(
+            o["amount"] for o in good
+        )
+        assert result.output_for_node("split_orders", "bad_count") == len(ORDERS) - len(good)
+        for key in ("good_total", "bad_count"):
+            event = instance.get_latest_materialization_event(AssetKey(key))
+            assert event is not None and event.asset_materialization is not None
+            assert event.asset_materialization.metadata["rows_quarantined"].value == len(
+                ORDERS
+            ) - len(good)
