@@ -11,7 +11,8 @@ tagged object ``{"$orbit": TYPE, "v": ...}`` and come back as the same type:
 | ``UUID`` | ``{"$orbit": "uuid", "v": "..."}`` |
 | ``bytes`` | ``{"$orbit": "bytes", "v": base64}`` |
 | NaN, inf, -inf | ``{"$orbit": "float", "v": "nan" / "inf" / "-inf"}`` |
-| numpy scalar | ``{"$orbit": "numpy", "dtype": "int64", "v": 5}`` |
+| numpy scalar | ``{"$orbit": "numpy", "dtype": "int64", "v": 5}`` (datetime64 as its text) |
+| ``pandas.Timestamp`` | ``{"$orbit": "pandas_timestamp", "v": isoformat with nanoseconds}`` |
 | ``tuple`` / ``set`` / ``frozenset`` | ``{"$orbit": "tuple" / "set" / "frozenset", "v": [...]}`` |
 | a str with NUL or a lone surrogate | ``{"$orbit": "str", "v": base64 of its UTF-8 (surrogatepass)}`` |
 | a dict with non-str keys or a ``"$orbit"`` key | ``{"$orbit": "dict", "v": [[k, v], ...]}`` |
@@ -74,6 +75,8 @@ def to_plain(value: Any) -> Any:
 def _to_plain_other(value: Any) -> Any:
     if isinstance(value, Decimal):
         return _tag("decimal", str(value))
+    if type(value).__name__ == "Timestamp" and type(value).__module__.startswith("pandas"):
+        return _tag("pandas_timestamp", value.isoformat())  # keeps nanoseconds
     if isinstance(value, dt.datetime):
         return _tag("datetime", value.isoformat())
     if isinstance(value, dt.date):
@@ -90,6 +93,8 @@ def _to_plain_other(value: Any) -> Any:
         items = sorted(value, key=repr) if isinstance(value, set | frozenset) else value
         return _tag(type(value).__name__, [to_plain(v) for v in items])
     if type(value).__module__ == "numpy" and hasattr(value, "dtype") and value.shape == ():
+        if value.dtype.kind in "mM":  # datetime64 / timedelta64: .item() may drop ns
+            return {TAG: "numpy", "dtype": str(value.dtype), "v": str(value)}
         item = value.item()
         return {TAG: "numpy", "dtype": str(value.dtype), "v": to_plain(item)}
     raise UnrecordableValue(
@@ -99,15 +104,12 @@ def _to_plain_other(value: Any) -> Any:
 
 
 def encode(value: Any) -> str:
-    """JSON text for a jsonb column; raises ``UnrecordableValue``."""
-    try:
-        text = json.dumps(value, allow_nan=False)
-    except (TypeError, ValueError):
-        return json.dumps(to_plain(value), allow_nan=False)
-    # Fast path taken: only a NUL or a surrogate escape can still upset jsonb.
-    if "\\u0000" in text or "\\ud" in text or '"' + TAG + '"' in text:
-        return json.dumps(to_plain(value), allow_nan=False)
-    return text
+    """JSON text for a jsonb column; raises ``UnrecordableValue``.
+
+    Always through ``to_plain``: ``json.dumps`` alone would turn a dict's int keys into
+    strings (``{1: 3}`` back as ``{"1": 3}``, and ``{1: a, "1": b}`` into one key).
+    """
+    return json.dumps(to_plain(value), allow_nan=False)
 
 
 def from_plain(value: Any) -> Any:
@@ -126,7 +128,20 @@ def from_plain(value: Any) -> Any:
 def _numpy(raw: Any, whole: dict[str, Any]) -> Any:
     import numpy as np
 
-    return np.dtype(whole["dtype"]).type(from_plain(raw))
+    dtype = np.dtype(whole["dtype"])
+    unit: Any = np.datetime_data(dtype)[0] if dtype.kind in "mM" else None
+    if dtype.kind == "M":
+        return np.datetime64(raw, unit)
+    if dtype.kind == "m":
+        count = raw.split()[0]
+        return np.timedelta64("NaT" if count == "NaT" else int(count), unit)
+    return dtype.type(from_plain(raw))
+
+
+def _pandas_timestamp(raw: Any, whole: dict[str, Any]) -> Any:
+    import pandas as pd
+
+    return pd.Timestamp(raw)
 
 
 _DECODERS: dict[str, Any] = {
@@ -144,6 +159,7 @@ _DECODERS: dict[str, Any] = {
     "set": lambda raw, _w: {from_plain(v) for v in raw},
     "frozenset": lambda raw, _w: frozenset(from_plain(v) for v in raw),
     "numpy": _numpy,
+    "pandas_timestamp": _pandas_timestamp,
 }
 
 
