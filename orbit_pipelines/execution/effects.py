@@ -16,8 +16,9 @@ Three kinds of receiver:
 
 An effect key belongs to the row that first used it: another row using it fails with
 E-4007 naming both. Results are recorded with ``store.value_codec`` (Decimal, datetime,
-numpy scalars, NaN ... come back as they went in); a result it cannot record is E-4008,
-raised before the effect is marked as anything but its intent.
+numpy scalars, NaN ... come back as they went in); a psycopg cursor (what
+``conn.execute(...)`` returns) counts as no result; any other result it cannot record is
+E-4008: the effect is recorded as happened (never repeated) and its row fails.
 """
 
 from __future__ import annotations
@@ -97,6 +98,10 @@ def _takes_no_argument(fn: Callable[..., Any]) -> bool:
 
 
 def _checked_result(effect_key: str, result: Any) -> Any:
+    if isinstance(result, psycopg.Cursor):
+        # `lambda conn: conn.execute("INSERT ...")` returns its cursor: not a result anyone
+        # means to keep, so it is no result (refusing it would fail the row with E-4008).
+        return None
     try:
         value_codec.encode(result)
     except (value_codec.UnrecordableValue, ValueError) as error:
@@ -229,7 +234,7 @@ class EffectGuard:
                 )
             raise
         try:
-            _checked_result(effect_key, result)
+            result = _checked_result(effect_key, result)
         except OrbitError:
             # It happened; what it returned cannot be kept. Recorded as succeeded so it is
             # never repeated; the row fails with E-4008 and a replay fails the same way.

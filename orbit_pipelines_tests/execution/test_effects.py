@@ -133,3 +133,23 @@ def test_reconcile_callback_settles_in_doubt_keys(engine: Engine) -> None:
     assert asked == ["sms-1"]
     assert summary.done == 2 and summary.held == 0
     assert sent == [0, 1, 1, 2]
+
+
+def test_transactional_effect_returning_its_cursor_records_no_result(engine: Engine) -> None:
+    """`lambda conn: conn.execute("INSERT ...")` returns a cursor: the effect commits, its
+    row is done and the replayed result is None (E-4008 would fail a correct one-liner)."""
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE cursor_receiver (k text)"))
+
+    def handler(row: dict[str, Any], ctx: Any) -> None:
+        ctx.once(
+            f"w{row['id']}",
+            lambda c: c.execute("INSERT INTO cursor_receiver VALUES (%s)", (str(row["id"]),)),
+            receiver="transactional",
+        )
+
+    with executor(engine, batch_size=10, on_error="quarantine") as ex:
+        summary = ex.run([{"id": 1}, {"id": 2}], key="id", handler=handler)
+    assert (summary.done, summary.quarantined) == (2, 0)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM cursor_receiver")).scalar() == 2

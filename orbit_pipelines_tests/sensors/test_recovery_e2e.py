@@ -168,12 +168,12 @@ def test_retryable_error_backs_off_up_to_budget_and_non_retryable_is_held(
         },
     )
     fatal = harness.launch(
-        "rows_job", {"rows": ROWS, "row_sleep_s": 0.05, "fail_code": "E-1001", "fail_after": 2}
+        "rows_job", {"rows": ROWS, "row_sleep_s": 0.05, "fail_code": "E-1013", "fail_after": 2}
     )
 
     # The non-retryable run: held for a person, never re-executed.
     held = _wait_row(harness, fatal, "held")
-    assert "E-1001" in held.detail and "needs a person" in held.detail
+    assert "E-1013" in held.detail and "needs a person" in held.detail
     with harness.engine.connect() as conn:
         report = group_report(harness.instance, conn, fatal)
     assert [r.parent_run_id for r in report.needs_person] == [fatal]
