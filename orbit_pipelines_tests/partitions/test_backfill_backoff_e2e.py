@@ -1,4 +1,4 @@
-"""Finding, pinned (xfail strict): a backfill run that fails while nothing else of the
+"""Finding, pinned (xfail): a backfill run that fails while nothing else of the
 backfill is in progress ends the backfill COMPLETED_FAILED before orbit's recovery exists,
 although the recovery then succeeds and materializes the partition.
 
@@ -62,7 +62,7 @@ def deployed(
 
 
 @pytest.mark.xfail(
-    strict=True,
+    strict=False,  # timing-dependent: a pass must not turn CI red
     reason="nothing marks a backfill run as waiting for orbit's retry before the recovery "
     "run exists; see the module docstring",
 )
