@@ -567,7 +567,6 @@ def test_a_token_whose_value_cannot_be_folded_is_not_recorded_done(engine: Engin
     assert [tuple(t) for t in tokens][:2] == [(0, "done", None), (1, "failed", "E-1015")], tokens
 
 
-@pytest.mark.xfail(strict=False, reason="issue 12 follow-up: see breaker_findings.md")
 @pytest.mark.parametrize(
     "result",
     [
@@ -600,7 +599,6 @@ def test_more_effect_results_replay_exactly_after_a_crash(engine: Engine, result
     assert type(again) is type(result) and again == result, repr(again)
 
 
-@pytest.mark.xfail(strict=False, reason="issue 12 follow-up: see breaker_findings.md")
 def test_aggregation_state_with_int_keys_resumes_exactly(engine: Engine) -> None:
     # A count per int id: after a crash the saved state comes back with str keys, the
     # resumed fold adds int keys beside them, and the result differs from a crash-free run.
