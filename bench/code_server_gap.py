@@ -121,12 +121,12 @@ def one_round(mode: str, admin: str) -> dict[str, Any]:
     children = ChildProcesses()
     scratch = Path(tempfile.mkdtemp(prefix=f"code_server_gap_{mode}_"))
     saved = dict(os.environ)
+    supervisor: Supervisor | None = None
     try:
         engine = connect_store(db_url, pooled=True)
         home = prepare_dagster_home(scratch / "dagster_home")
         os.environ.update(dagster_env(home, db_url, base={}))
         harness = Harness(home=home, db_url=db_url, engine=engine, children=children, tmp=scratch)
-        supervisor: Supervisor | None = None
         if mode in ("supervised", "supervised_grpc"):
             port = _free_port()
             harness.workspace.write_text(
@@ -166,8 +166,6 @@ def one_round(mode: str, admin: str) -> dict[str, Any]:
             if supervisor is not None and supervisor.restarts
             else None
         )
-        if supervisor is not None:
-            supervisor.stop()
         engine.dispose()
         return {
             "mode": mode,
@@ -179,6 +177,9 @@ def one_round(mode: str, admin: str) -> dict[str, Any]:
             "sensor_interval_s": int(harness.settings_env["ORBIT_RECOVERY_INTERVAL_S"]),
         }
     finally:
+        # First the supervisor, or it would restart the code server the reaping just killed.
+        if supervisor is not None:
+            supervisor.stop()
         children.stop_all()
         os.environ.clear()
         os.environ.update(saved)
