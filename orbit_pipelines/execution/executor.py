@@ -404,6 +404,8 @@ class RowExecutor:
         quarantine = self.options.on_error == "quarantine"
         reporter = _ProgressReporter(self.options, total, self._progress_cb)
         heartbeat = self._heartbeat
+        conn = self.conn
+        flush_after_s = self.options.idle_in_transaction_timeout_s / 4
         stop: StepFailed | None = None
         seen = 0
 
@@ -424,6 +426,7 @@ class RowExecutor:
             pending = np.flatnonzero(~is_done).tolist()
             in_chunk: set[bytes] = set()
             out = _Outcomes()
+            tx_seen: float | None = None
             infra = False
             i = -1
             for i in pending:
@@ -432,6 +435,17 @@ class RowExecutor:
                 if digest in in_chunk:
                     summary.duplicates += 1
                     continue
+                if out.digests and conn.info.transaction_status != _IDLE:
+                    # A transactional effect keeps the batch transaction open while the
+                    # rows after it run; commit early, well before the server's
+                    # idle-in-transaction timeout would end the session (on every attempt).
+                    now = time.monotonic()
+                    if tx_seen is None:
+                        tx_seen = now
+                    elif now - tx_seen > flush_after_s:
+                        self._commit(out, summary)
+                        out = _Outcomes()
+                        tx_seen = None
                 row_key = keys[i]
                 ctx._reset(row_key, digest)
                 try:

@@ -76,8 +76,16 @@ class Token:
     ) -> None:
         pending = self._ctx._pending_agg
         if exc is None:
+            try:
+                self._ctx._executor._fold(pending[self._mark :])
+            except OrbitError as error:
+                # Done only once its values are folded: a value that cannot be (E-1015)
+                # fails the token, and its row with it.
+                self.status = "failed"
+                self.error_code, self.error_message = error.code, error.message
+                del pending[self._mark :]
+                raise
             self.status = "done"
-            self._ctx._executor._fold(pending[self._mark :])
         elif isinstance(exc, Exception):
             from orbit_pipelines.execution.executor import error_fields
 

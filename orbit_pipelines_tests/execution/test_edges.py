@@ -538,7 +538,6 @@ def test_batch_sink_never_gets_a_key_twice(engine: Engine, ids: list[Any], batch
     assert len(sent) == 2 and summary.done == 2, (sent, summary)
 
 
-@pytest.mark.xfail(strict=False, reason="issue 12 follow-up: see breaker_findings.md")
 def test_a_token_whose_value_cannot_be_folded_is_not_recorded_done(engine: Engine) -> None:
     # Token 1 of row 1 adds a str to Sum: the fold fails (E-1015) and the row is quarantined,
     # but the token itself was recorded 'done' with its value lost (a bad ctx.emit in a

@@ -336,7 +336,6 @@ def test_batch_sink_raising_an_infrastructure_error_records_no_row(engine: Engin
     assert _ledger(engine, root) == {}
 
 
-@pytest.mark.xfail(strict=False, reason="issue 12 follow-up: see breaker_findings.md")
 def test_slow_rows_after_a_transactional_effect_do_not_livelock_the_step(engine: Engine) -> None:
     # A transactional effect opens the batch transaction; the rows after it in the batch run
     # slow work that issues no statement on the batch connection (a computation, a read).
