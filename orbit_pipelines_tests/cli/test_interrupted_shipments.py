@@ -13,10 +13,11 @@ from sqlalchemy import Engine
 
 from orbit_examples.pipelines import example_tables
 from orbit_examples.pipelines.sample_data import order_id, write_orders_csv
-from orbit_examples.pipelines.shipments import shard_of, shipments
+from orbit_examples.pipelines.shipments import shard_of
 from orbit_pipelines_tests.carrier.running import RunningCarrier
 from orbit_pipelines_tests.cli.conftest import CliResult
 from orbit_pipelines_tests.pipelines.conftest import carrier  # noqa: F401  (fixture)
+from orbit_pipelines_tests.pipelines.jobs import shipments
 from orbit_pipelines_tests.pipelines.test_shipments import config
 
 N_ORDERS, SHARDS, BATCH, KILL_AFTER = 40, 2, 5, 12
