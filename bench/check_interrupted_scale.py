@@ -5,6 +5,10 @@ with N interrupted run groups (each a real failed Dagster run, held for a person
 
 Prints one JSON line. Uses ORBIT_TEST_POSTGRES_URL or the local Postgres; creates and
 drops its own database.
+
+Measured 2026-12-01 on the shared 2-core machine, 200 groups: 6f8b081 97.4 s and 35.1
+statements per group; after batching (prefetched groups, shared snapshots and step stats,
+one failure-cause read, pooled store engine) 8.5 s and 12.2 per group.
 """
 
 from __future__ import annotations
