@@ -127,7 +127,8 @@ def test_two_daemons_and_orbit_resume_launch_one_recovery(harness: Harness) -> N
     assert len(rows) == 1, rows
     assert rows[0].recovery_run_id == child.run_id
     launches = sum(_outcomes(p, "launched", run_id) for p in logs) + (
-        1 if said.startswith("launched") else 0
+        # Every command first names its database (stderr, captured here with stdout).
+        1 if any(line.startswith("launched") for line in said.splitlines()) else 0
     )
     assert launches == 1, (launches, said, rows[0].decided_by)
     # Both daemons' sensors took part in the race (launched it, or lost it).
