@@ -29,7 +29,7 @@ from orbit_pipelines.recovery.manual import cancel_group, restart_group
 from orbit_pipelines.recovery.overview import group_overview, interrupted_groups
 from orbit_pipelines.recovery.settle import mark_failed, terminate_hung
 from orbit_pipelines.store.effect_ledger import effects_in_doubt, resolve_effect
-from orbit_pipelines.store.recoveries import group_control, set_group_control
+from orbit_pipelines.store.recoveries import get_recovery, group_control, set_group_control
 
 
 def register(subparsers: Any) -> None:
@@ -164,6 +164,9 @@ def cmd_resume(args: argparse.Namespace) -> int:
         root_id, _root, latest = _latest_run(ctx, args.run_id)
         if latest.status in (DagsterRunStatus.STARTED, DagsterRunStatus.STARTING):
             stuck = {c.run_id: c for c in _candidates(ctx)}.get(latest.run_id)
+            if stuck is None and latest.run_id != root_id:
+                print(_already_recovering(ctx, latest))
+                return EXIT_OK
             if stuck is None:
                 raise OrbitError(
                     E1011_NOT_INTERRUPTED,
@@ -173,6 +176,11 @@ def cmd_resume(args: argparse.Namespace) -> int:
             if stuck.reason == "hung":
                 terminate_hung(ctx.instance, stuck, ctx.settings)
             mark_failed(ctx.instance, latest.run_id, stuck.reason, stuck.detail)
+        elif latest.run_id != root_id and latest.status in _PENDING:
+            # The sensor (or another `orbit resume`) got there first: the group's recovery
+            # exists and has not run yet. What the person asked for is happening.
+            print(_already_recovering(ctx, latest))
+            return EXIT_OK
         elif latest.status not in (DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED):
             raise OrbitError(
                 E1011_NOT_INTERRUPTED,
@@ -197,6 +205,21 @@ def cmd_resume(args: argparse.Namespace) -> int:
         return EXIT_OK
 
     return _with_context(args, body)
+
+
+_PENDING = (DagsterRunStatus.NOT_STARTED, DagsterRunStatus.QUEUED)
+
+
+def _already_recovering(ctx: RunContext, recovery_run: DagsterRun) -> str:
+    parent = recovery_run.parent_run_id or "?"
+    with ctx.engine.connect() as conn:
+        decision = get_recovery(conn, parent) if recovery_run.parent_run_id else None
+    decided_by = decision.decided_by if decision else "?"
+    return (
+        f"run {parent} already has a recovery (run {recovery_run.run_id} is "
+        f"{recovery_run.status.value}, decided by {decided_by}); nothing to launch\n"
+        f"follow it: orbit status {recovery_run.run_id}"
+    )
 
 
 def cmd_restart(args: argparse.Namespace) -> int:

@@ -101,3 +101,34 @@ def test_resume_racing_the_sensor_launches_once(
     with harness.engine.connect() as conn:
         assert len(recoveries_for_group(conn, run_id)) == 1
     assert harness.effects_per_row(run_id) == dict.fromkeys(range(ROWS), 1)
+
+
+@pytest.mark.e2e
+def test_resume_of_a_group_whose_recovery_is_queued_says_so_and_exits_0(
+    harness: Harness, orbit: Callable[..., Said]
+) -> None:
+    """CI found this race (stop 17): the sensor's recovery was QUEUED when a person resumed.
+
+    Stopping the daemon keeps the recovery QUEUED, so the second resume meets it every time.
+    """
+    daemon = harness.start_daemon()
+    run_id = harness.launch("manual_rows_job", {"rows": ROWS, "row_sleep_s": 0.2})
+    _host, pid = harness.wait_rows(run_id, 5)
+    os.kill(pid, signal.SIGKILL)
+    harness.wait_status(run_id, (DagsterRunStatus.FAILURE,), timeout_s=120)
+    harness.children.stop(daemon)
+
+    first = orbit("resume", run_id)
+    assert first.code == 0, first.err
+    assert "launched" in first.out
+    (child,) = harness.children_of(run_id)
+    assert child.status == DagsterRunStatus.QUEUED
+
+    again = orbit("resume", run_id)
+    assert again.code == 0, again.err
+    assert f"already has a recovery (run {child.run_id} is QUEUED, decided by cli)" in again.out
+    assert len(harness.children_of(run_id)) == 1
+
+    harness.start_daemon()
+    assert harness.wait_status(child.run_id, ENDED).status == DagsterRunStatus.SUCCESS
+    assert harness.effects_per_row(run_id) == dict.fromkeys(range(ROWS), 1)
