@@ -27,9 +27,19 @@ from orbit_pipelines.recovery.detect import detect
 from orbit_pipelines.recovery.launch import launch
 from orbit_pipelines.recovery.manual import cancel_group, restart_group
 from orbit_pipelines.recovery.overview import group_overview, interrupted_groups
+from orbit_pipelines.recovery.policy import switched_off
 from orbit_pipelines.recovery.settle import mark_failed, terminate_hung
 from orbit_pipelines.store.effect_ledger import effects_in_doubt, resolve_effect
-from orbit_pipelines.store.recoveries import get_recovery, group_control, set_group_control
+from orbit_pipelines.store.recoveries import (
+    effect_root,
+    get_recovery,
+    group_control,
+    open_effect_keys,
+    recoveries_for_group,
+    release_effect_holds,
+    set_group_control,
+)
+from orbit_pipelines.store.urls import mask_secrets
 
 
 def register(subparsers: Any) -> None:
@@ -371,6 +381,68 @@ def cmd_recover(args: argparse.Namespace) -> int:
     return _with_context(args, body)
 
 
+def _resolve(ctx: RunContext, key: str, outcome: str, as_json: bool) -> int:
+    """Settle one effect and, when its group has nothing left in doubt, release the group's
+    hold in the same transaction, so what is printed is what the sensor will find."""
+    released: list[str] = []
+    with ctx.engine.begin() as conn:
+        root = effect_root(conn, key)
+        changed = resolve_effect(conn, key, outcome, resolved_by="cli")
+        if not changed or root is None:
+            raise OrbitError(
+                E1011_NOT_INTERRUPTED,
+                f"effect {key} is not in doubt (or does not exist)",
+                hint="`orbit effects RUN_ID` lists a run group's effects in doubt",
+            )
+        left = open_effect_keys(conn, root)
+        if not left:
+            released = release_effect_holds(conn, [root])
+        held = [r for r in recoveries_for_group(conn, root) if r.status == "held"]
+        root_run = ctx.instance.get_run_by_id(root)
+        off = switched_off(conn, root, dict(root_run.tags) if root_run else {})
+    follow = f"`orbit status {root}` follows it"
+    if left:
+        shown = ", ".join(left[:5]) + (f" and {len(left) - 5} more" if len(left) > 5 else "")
+        next_step = (
+            f"{len(left)} side effect(s) still in doubt in run group {root}: {shown}; "
+            "recovery waits until each is settled (`orbit effects resolve KEY "
+            "--succeeded|--failed`)"
+        )
+    elif off is not None and (released or held):
+        next_step = (
+            f"nothing left in doubt, but {off}: the recovery sensor will not resume run group "
+            f"{root}; resume it yourself: orbit resume {root}"
+        )
+    elif released:
+        next_step = (
+            f"nothing left in doubt; the recovery sensor will resume run group {root} at its "
+            f"next tick (within {ctx.settings.interval_s}s); {follow}"
+        )
+    elif held:
+        why = held[0].outcome or held[0].detail.split("| held: ", 1)[-1]
+        next_step = (
+            f"nothing left in doubt, but run group {root} is still held: {mask_secrets(why)}; "
+            f"when that is fixed: orbit resume {root}"
+        )
+    else:
+        next_step = f"nothing left in doubt in run group {root}; nothing was held; {follow}"
+    if as_json:
+        print_json(
+            {
+                "effect_key": key,
+                "outcome": outcome,
+                "root_run_id": root,
+                "still_in_doubt": left,
+                "released": released,
+                "next": next_step,
+            }
+        )
+    else:
+        print(f"effect {key} settled as {outcome}")
+        print(next_step)
+    return EXIT_OK
+
+
 def cmd_effects(args: argparse.Namespace) -> int:
     """List in-doubt effects of a group, or settle one by hand."""
 
@@ -383,18 +455,7 @@ def cmd_effects(args: argparse.Namespace) -> int:
                     "usage: orbit effects resolve KEY --succeeded|--failed",
                     as_json=args.json,
                 )
-            outcome = "succeeded" if args.succeeded else "failed"
-            with ctx.engine.begin() as conn:
-                changed = resolve_effect(conn, words[1], outcome, resolved_by="cli")
-            if not changed:
-                raise OrbitError(
-                    E1011_NOT_INTERRUPTED, f"effect {words[1]} is not in doubt (or does not exist)"
-                )
-            if args.json:
-                print_json({"effect_key": words[1], "outcome": outcome})
-            else:
-                print(f"effect {words[1]} settled as {outcome}")
-            return EXIT_OK
+            return _resolve(ctx, words[1], "succeeded" if args.succeeded else "failed", args.json)
         if len(words) != 1:
             return print_usage_error(
                 "effects takes one RUN_ID", "usage: orbit effects RUN_ID", as_json=args.json

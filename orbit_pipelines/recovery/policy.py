@@ -17,7 +17,7 @@ from sqlalchemy import Connection
 from orbit_pipelines.errors import is_retryable, lookup
 from orbit_pipelines.recovery.detect import Candidate
 from orbit_pipelines.recovery.settings import RecoverySettings
-from orbit_pipelines.store.recoveries import PolicyFacts, policy_facts
+from orbit_pipelines.store.recoveries import EFFECTS_HOLD_MARK, PolicyFacts, policy_facts
 from orbit_pipelines.tags import AUTO_RECOVER_TAG
 
 
@@ -29,6 +29,9 @@ class Decision:
     ``depends`` is what would change the decision, so that a remembered one is looked at
     again only then: 'final' (launch, hold), 'backoff' (at ``not_before``), 'switch_global',
     'switch_group' (when that switch is on again) or 'switch_tag' (never: the run's tags).
+    A hold for side effects in doubt is 'final' too, but its ``why`` starts with the count
+    and ``EFFECTS_HOLD_MARK``: once none is left in doubt it is released (see
+    ``store.recoveries.release_effect_holds``).
     """
 
     action: str
@@ -129,7 +132,8 @@ def decide_with(
         more = f" and {len(doubtful) - 5} more" if len(doubtful) > 5 else ""
         return Decision(
             "hold",
-            f"{len(doubtful)} side effect(s) in doubt: {keys}{more}; reconcile before resuming",
+            f"{len(doubtful)}{EFFECTS_HOLD_MARK}{keys}{more}; settle each with "
+            "`orbit effects resolve KEY --succeeded|--failed` and recovery resumes",
             attempt,
         )
     if attempt > settings.max_attempts:

@@ -15,8 +15,10 @@ from datetime import datetime
 from sqlalchemy import (
     BigInteger,
     Column,
+    ColumnElement,
     Connection,
     DateTime,
+    Exists,
     Integer,
     Table,
     Text,
@@ -131,7 +133,8 @@ def take_over(
     stmt = (
         update(recoveries)
         .where(recoveries.c.parent_run_id == parent_run_id, condition)
-        .values(status="launching", decided_by=decided_by, detected_at=func.now())
+        # A failed launch left its error as the outcome; this launch has none yet.
+        .values(status="launching", decided_by=decided_by, detected_at=func.now(), outcome=None)
         .returning(*recoveries.c)
     )
     row = conn.execute(stmt).mappings().first()
@@ -417,7 +420,12 @@ def save_decisions(conn: Connection, rows: Iterable[dict[str, object]]) -> None:
 
 def due_decisions(conn: Connection, *, limit: int) -> list[StoredDecision]:
     """Remembered decisions whose reason is gone: backoff elapsed, or the switch that made
-    them a skip is on again. One query; what is not due costs nothing."""
+    them a skip is on again. One query; what is not due costs nothing.
+
+    First it releases holds whose side effects are all settled (``release_effect_holds``,
+    one statement when there is none): however the effects were settled (``orbit effects
+    resolve``, ``resolve_effect`` from Python, a reconcile), the next pass decides again."""
+    release_effect_holds(conn)
     global_on = auto_recovery_enabled(conn)
     group_on = or_(
         run_groups.c.root_run_id.is_(None),
@@ -504,6 +512,87 @@ def policy_facts(conn: Connection, root_run_ids: Iterable[str]) -> PolicyFacts:
     for root, key, receiver, status in rows:
         in_doubt.setdefault(root, []).append((key, receiver, status))
     return PolicyFacts(auto_recovery_enabled(conn), controls, attempts, in_doubt)
+
+
+# How the policy's hold for side effects in doubt says why ("2 side effect(s) in doubt: ...");
+# release_effect_holds finds those holds by it (the schema's ``depends`` has no value of its
+# own for them, and adding one is a migration).
+EFFECTS_HOLD_MARK = " side effect(s) in doubt: "
+
+
+def _doubtful() -> ColumnElement[bool]:
+    """An effect whose outcome is unknown and unsafe to retry (the definition of
+    ``effect_ledger.effects_in_doubt``)."""
+    return or_(
+        effects.c.status == "in_doubt",
+        and_(effects.c.status == "intent", effects.c.receiver != "idempotent"),
+    )
+
+
+def _open_effect(root: ColumnElement[str]) -> Exists:
+    """The group ``root`` has an effect in doubt."""
+    return select(literal(1)).where(effects.c.root_run_id == root, _doubtful()).exists()
+
+
+def release_effect_holds(conn: Connection, root_run_ids: Sequence[str] | None = None) -> list[str]:
+    """Release the holds that waited only for side effects in doubt, in groups (all, or
+    ``root_run_ids``) that have none left in doubt; returns the parent run ids released.
+
+    The held ``orbit.recoveries`` row is deleted (it never counted as an attempt) and the
+    remembered decision becomes due now, so the next recovery pass decides again from the
+    run's remembered cause: with nothing in doubt the policy launches, or holds again for
+    another reason (budget, error) with that reason. The DELETE ... RETURNING is the claim:
+    of two callers releasing at once, one gets each row; a hold that a person's
+    ``orbit resume`` took over meanwhile is no longer 'held' and is left alone.
+    """
+    d = recovery_decisions.c
+    waiting = and_(d.action == "hold", d.why.like(f"%{EFFECTS_HOLD_MARK}%"))
+    held = (
+        select(d.parent_run_id)
+        .where(waiting, ~_open_effect(d.root_run_id))
+        .where(d.parent_run_id == recoveries.c.parent_run_id)
+    )
+    if root_run_ids is not None:
+        if not root_run_ids:
+            return []
+        held = held.where(d.root_run_id.in_(list(root_run_ids)))
+    released = list(
+        conn.execute(
+            delete(recoveries)
+            .where(recoveries.c.status == "held", held.exists())
+            .returning(recoveries.c.parent_run_id)
+        ).scalars()
+    )
+    if released:
+        conn.execute(
+            update(recovery_decisions)
+            .where(d.parent_run_id.in_(released))
+            .values(
+                action="wait",
+                why="the side effects in doubt are settled; deciding again",
+                depends="backoff",
+                not_before=func.now(),
+            )
+        )
+    return released
+
+
+def effect_root(conn: Connection, effect_key: str) -> str | None:
+    """The run group an effect belongs to (None for an unknown key)."""
+    return conn.execute(
+        select(effects.c.root_run_id).where(effects.c.effect_key == effect_key)
+    ).scalar()
+
+
+def open_effect_keys(conn: Connection, root_run_id: str) -> list[str]:
+    """Keys of the group's effects still in doubt (``effects_in_doubt``, keys only)."""
+    return list(
+        conn.execute(
+            select(effects.c.effect_key)
+            .where(effects.c.root_run_id == root_run_id, _doubtful())
+            .order_by(effects.c.effect_key)
+        ).scalars()
+    )
 
 
 def forget_decisions(conn: Connection, parent_run_ids: Sequence[str]) -> None:
