@@ -13,6 +13,14 @@ Both phases run with Arrow's default allocator (mimalloc) and with
     ORBIT_POSTGRES_URL=postgresql://postgres@127.0.0.1:5432/postgres .venv/bin/python bench/output_memory.py
 
 It creates (and drops) its own database on that server. Prints one JSON object.
+
+``io_managers``: the same frame through a real two-op job (``execute_in_process``), once
+with ``PostgresCheckpointIOManager`` and once with Dagster's default filesystem IO manager
+(``PickledObjectFilesystemIOManager``, what ``fs_io_manager`` builds), each in a fresh
+process; ``handle_output`` and ``load_input`` are timed around the real methods.
+``checkpoint_over_fs_write`` / ``_read``: the checkpoint IO manager's seconds over the
+filesystem IO manager's (above 1: slower). The filesystem one writes a local file; the
+checkpoint one writes to Postgres, which a re-execution on another machine can read.
 """
 
 from __future__ import annotations
@@ -23,6 +31,8 @@ import subprocess
 import sys
 import time
 import uuid
+from pathlib import Path
+from typing import Any
 
 TARGET_MB = float(os.environ.get("ORBIT_BENCH_FRAME_MB", "100"))
 
@@ -137,10 +147,93 @@ def phase(name: str, url: str) -> dict[str, float]:
     }
 
 
+TIMES: dict[str, float] = {}
+
+
+def io_manager_phase(kind: str, url: str, base_dir: str) -> dict[str, float]:
+    """Write and read the frame through ``kind``'s IO manager in a real job (a subprocess)."""
+    from dagster import InputContext, OutputContext, io_manager, job, op
+
+    # The class fs_io_manager / FilesystemIOManager build; dagster exports only the factories.
+    from dagster._core.storage.fs_io_manager import PickledObjectFilesystemIOManager
+
+    from orbit_pipelines import OrbitStore, PostgresCheckpointIOManager
+
+    def timed(name: str, call: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return call()
+        finally:
+            TIMES[name] = time.perf_counter() - started
+
+    class TimedCheckpoint(PostgresCheckpointIOManager):
+        def handle_output(self, context: OutputContext, obj: Any) -> None:
+            timed("write_s", lambda: super(TimedCheckpoint, self).handle_output(context, obj))
+
+        def load_input(self, context: InputContext) -> Any:
+            return timed("read_s", lambda: super(TimedCheckpoint, self).load_input(context))
+
+    class TimedFs(PickledObjectFilesystemIOManager):
+        def handle_output(self, context: OutputContext, obj: Any) -> None:
+            timed("write_s", lambda: super(TimedFs, self).handle_output(context, obj))
+
+        def load_input(self, context: InputContext) -> Any:
+            return timed("read_s", lambda: super(TimedFs, self).load_input(context))
+
+    @io_manager
+    def timed_fs(_init: Any) -> TimedFs:
+        return TimedFs(base_dir=base_dir)
+
+    @op
+    def produce() -> Any:
+        return make_frame(TARGET_MB)
+
+    @op
+    def consume(frame: Any) -> int:
+        return len(frame)
+
+    @job
+    def frame_job() -> None:
+        consume(produce())
+
+    if kind == "checkpoint":
+        manager: Any = TimedCheckpoint(store=OrbitStore(postgres_url=url))
+    else:
+        manager = timed_fs
+    result = frame_job.execute_in_process(resources={"io_manager": manager})
+    assert result.success
+    return {"write_s": round(TIMES["write_s"], 4), "read_s": round(TIMES["read_s"], 4)}
+
+
+def compare_io_managers(url: str) -> dict[str, Any]:
+    """Both IO managers on the same frame, each in a fresh process; times and ratios."""
+    import tempfile
+
+    out: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="orbit_bench_fs_io_") as base_dir:
+        for kind in ("checkpoint", "fs"):
+            done = subprocess.run(
+                [sys.executable, __file__, "io_manager", kind, url, base_dir],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            out[kind] = json.loads(done.stdout.strip().splitlines()[-1])
+        stored = sum(p.stat().st_size for p in Path(base_dir).rglob("*") if p.is_file())
+    out["fs_stored_mb"] = round(stored / 2**20, 1)
+    out["checkpoint_over_fs_write"] = round(out["checkpoint"]["write_s"] / out["fs"]["write_s"], 2)
+    out["checkpoint_over_fs_read"] = round(out["checkpoint"]["read_s"] / out["fs"]["read_s"], 2)
+    out["load_avg"] = [round(x, 2) for x in os.getloadavg()]
+    return out
+
+
 def main() -> None:
     """Create a scratch database, run write then read in fresh processes, print JSON."""
     if len(sys.argv) == 3:
         print(json.dumps(phase(sys.argv[1], sys.argv[2])))
+        return
+    if len(sys.argv) == 5 and sys.argv[1] == "io_manager":
+        print(json.dumps(io_manager_phase(sys.argv[2], sys.argv[3], sys.argv[4])))
         return
     import psycopg
     from sqlalchemy.engine import make_url
@@ -179,6 +272,8 @@ def main() -> None:
                     ratios.append(measured["peak_ratio"])
         # The IO manager runs with the system pool (use_system_allocator, on by default).
         results["ok"] = max(ratios) < 2.5
+        results["io_managers"] = compare_io_managers(url)
+        results["load_avg"] = [round(x, 2) for x in os.getloadavg()]
         print(json.dumps(results, indent=2))
     finally:
         with psycopg.connect(admin_psycopg, autocommit=True) as conn:

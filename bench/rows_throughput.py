@@ -13,6 +13,21 @@
 - ``ledger_bytes_per_row``: ``pg_total_relation_size(orbit.step_rows)`` per done row after
   the checkpointed runs; ``effect_bytes``: ``pg_total_relation_size(orbit.effects)`` per
   effect after ``--effects`` rows with one idempotent effect each.
+- ``resume_first_row_s_10m`` / ``resume_rss_mb_10m``: the resume measurement at
+  ``--resume-10m-rows`` (10,000,000) done rows, in a fresh process: seconds to the first
+  new row (again the worst case, the pending rows last) and that process's peak RSS
+  (VmHWM, MB; ``resume_baseline_rss_mb_10m`` is its RSS before the executor started). The
+  done rows are COPYed straight into ``orbit.step_rows``; nothing runs them.
+  ``resume_load_s_10m``: the same with the pending rows *first* (loading the done set
+  and the first row, no skipping).
+- ``frame_rows_per_s`` / ``frame_plain_rows_per_s``: ``--frame-rows`` (10,000,000) frame
+  rows through the chunked DataFrame handler (``frame_rows`` + ``RowExecutor.run``, what
+  ``run_frames`` runs; chunks of ``--frame-batch`` rows) with a vectorized pandas transform,
+  against the same transform over the same chunks without orbit
+  (``frame_plain_whole_rows_per_s``: over the whole frame at once).
+
+Smaller sizes: ``--rows``, ``--resume-rows``, ``--effects``, ``--resume-10m-rows``,
+``--frame-rows`` (0 skips a measurement).
 
 Runs on a throwaway database (created on ``ORBIT_POSTGRES_URL``'s server, or the local
 one) that is dropped at the end.
@@ -24,16 +39,21 @@ import argparse
 import io
 import json
 import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import numpy as np
+import pandas as pd
 import psycopg
 from psycopg import sql
 from sqlalchemy.engine import make_url
 
+from orbit_pipelines.dagster_io.frames import frame_rows
 from orbit_pipelines.execution import ExecutorOptions, RowExecutor, RunScope, row_key_hash
 from orbit_pipelines.store.engine import connect_store
 
@@ -122,15 +142,26 @@ def copy_rate(url: str, n: int) -> float:
         return n / (time.perf_counter() - start)
 
 
-def resume_first_row(engine: Any, url: str, total: int, pending: int) -> float:
-    """Seconds from entering the executor to the first pending row."""
-    root = uuid.uuid4().hex
+def copy_done_rows(url: str, root: str, keys: range, chunk: int = 200_000) -> None:
+    """COPY done ledger rows for ``keys`` (streamed: 10M rows never sit in memory at once)."""
     with psycopg.connect(url) as conn:
         with conn.cursor() as cur, cur.copy(COPY_LEDGER) as copy:
-            copy.write(ledger_lines(root, range(total - pending)))
+            for at in range(keys.start, keys.stop, chunk):
+                copy.write(ledger_lines(root, range(at, min(at + chunk, keys.stop))))
         conn.commit()
         conn.execute("ANALYZE orbit.step_rows")
         conn.commit()
+
+
+def resume_first_row(engine: Any, url: str, total: int, pending: int) -> float:
+    """Seconds from entering the executor to the first pending row."""
+    root = uuid.uuid4().hex
+    copy_done_rows(url, root, range(total - pending))
+    return first_row_s(engine, root, rows(total))
+
+
+def first_row_s(engine: Any, root: str, source: Iterator[dict[str, Any]]) -> float:
+    """Seconds from entering the executor on ``root``'s ledger to the first pending row."""
     first: list[float] = []
 
     def handler(row: dict[str, Any], ctx: Any) -> None:
@@ -140,10 +171,103 @@ def resume_first_row(engine: Any, url: str, total: int, pending: int) -> float:
     start = time.perf_counter()
     try:
         with RowExecutor(engine, RunScope(root, "bench-resume", "rows")) as ex:
-            ex.run(rows(total), key="id", handler=handler)
+            ex.run(source, key="id", handler=handler)
     except _FirstPendingRow:
         pass
     return first[0] - start
+
+
+def _status_kb(field: str) -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def resume_child(url: str, root: str, total: int, pending: int, pending_first: bool) -> None:
+    """In a fresh process: the resume of ``root`` (done rows 0..total-pending-1); prints
+    first-row seconds, peak RSS and the RSS before the executor started (MB)."""
+    engine = connect_store(url)
+    with engine.connect() as conn:  # the driver and pool in the baseline, not in the peak
+        conn.exec_driver_sql("SELECT 1")
+    done = total - pending
+    order = (
+        [range(done, total), range(done)] if pending_first else [range(done), range(done, total)]
+    )
+    source = ({"id": i, "amount": i % 97} for part in order for i in part)
+    baseline = _status_kb("VmRSS")
+    seconds = first_row_s(engine, root, source)
+    peak = _status_kb("VmHWM")
+    engine.dispose()
+    print(
+        json.dumps({"first_row_s": seconds, "peak_mb": peak / 1024, "baseline_mb": baseline / 1024})
+    )
+
+
+def resume_10m(url: str, total: int) -> dict[str, float]:
+    """The resume at ``total - total // 1000`` COPYed done rows, each case in a new process."""
+    root = uuid.uuid4().hex
+    pending = max(1, total // 1000)
+    copy_done_rows(url, root, range(total - pending))
+    out: dict[str, float] = {}
+    for pending_first in (False, True):
+        done = subprocess.run(
+            [sys.executable, __file__, "--resume-child", url, root, str(total), str(pending)]
+            + (["--pending-first"] if pending_first else []),
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        measured = json.loads(done.stdout.strip().splitlines()[-1])
+        if pending_first:
+            out["resume_load_s_10m"] = round(measured["first_row_s"], 3)
+            out["resume_load_rss_mb_10m"] = round(measured["peak_mb"], 1)
+        else:
+            out["resume_first_row_s_10m"] = round(measured["first_row_s"], 3)
+            out["resume_rss_mb_10m"] = round(measured["peak_mb"], 1)
+            out["resume_baseline_rss_mb_10m"] = round(measured["baseline_mb"], 1)
+    out["resume_done_rows_10m"] = total - pending
+    return out
+
+
+def transform(chunk: pd.DataFrame) -> pd.Series:
+    """The vectorized pandas work of the frame measurement (a priced, taxed, rounded total)."""
+    return ((chunk["amount"] * 1.19 + chunk["id"] % 7) * 100).round() / 100
+
+
+def frame_of(n: int) -> pd.DataFrame:
+    """``n`` rows: an int64 key and a float column."""
+    return pd.DataFrame({"id": np.arange(n, dtype="int64"), "amount": np.arange(n) % 97 * 0.5})
+
+
+def frame_plain(frame: pd.DataFrame, batch: int) -> tuple[float, float]:
+    """Seconds of the transform without orbit: over the same chunks, and over the frame."""
+    start = time.perf_counter()
+    for at in range(0, len(frame), batch):
+        transform(frame.iloc[at : at + batch])
+    chunked = time.perf_counter() - start
+    start = time.perf_counter()
+    transform(frame)
+    return chunked, time.perf_counter() - start
+
+
+def frame_checkpointed(engine: Any, frame: pd.DataFrame, batch: int) -> float:
+    """Seconds of the same transform through the chunked DataFrame handler (a fresh run)."""
+    scope = RunScope(uuid.uuid4().hex, "bench-frames", "frames")
+
+    def handler(chunk: pd.DataFrame, fctx: Any) -> None:
+        transform(chunk)  # every row of the chunk done: the handler returns None
+
+    start = time.perf_counter()
+    with RowExecutor(engine, scope, ExecutorOptions(batch_size=batch)) as ex:
+        source = frame_rows(ex, frame, "id", handler, [])
+        summary = ex.run(
+            source, key=lambda item: item.key, handler=lambda item, ctx: item.apply(ctx)
+        )
+    elapsed = time.perf_counter() - start
+    assert summary.done == len(frame), summary
+    return elapsed
 
 
 def relation_bytes(url: str, table: str) -> int:
@@ -164,7 +288,7 @@ def effect_bytes(engine: Any, url: str, n: int) -> float:
 
     with RowExecutor(engine, scope, ExecutorOptions(batch_size=1000)) as ex:
         ex.run(rows(n), key="id", handler=handler)
-    with psycopg.connect(url) as conn:
+    with psycopg.connect(url, autocommit=True) as conn:  # VACUUM refuses a transaction
         conn.execute("VACUUM orbit.effects")
     return (relation_bytes(url, "orbit.effects") - before) / n
 
@@ -175,8 +299,19 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--resume-rows", type=int, default=1_000_000)
     parser.add_argument("--effects", type=int, default=20_000)
+    parser.add_argument("--resume-10m-rows", type=int, default=10_000_000)
+    parser.add_argument("--frame-rows", type=int, default=10_000_000)
+    parser.add_argument("--frame-batch", type=int, default=10_000)
+    parser.add_argument("--resume-child", nargs=4, metavar=("URL", "ROOT", "TOTAL", "PENDING"))
+    parser.add_argument("--pending-first", action="store_true")
     args = parser.parse_args()
+    if args.resume_child:
+        url, root, total, pending = args.resume_child
+        resume_child(url, root, int(total), int(pending), args.pending_first)
+        return
     n = args.rows
+    extra: dict[str, Any] = {}
+    loads: dict[str, list[float]] = {"start": list(os.getloadavg())}
     with scratch_database() as url:
         engine = connect_store(url)
         checkpointed(engine, 10_000, trivial)  # warm up: imports, connections, plans
@@ -190,7 +325,25 @@ def main() -> None:
         per_effect = effect_bytes(engine, url, args.effects)
         copy_per_s = copy_rate(url, n)
         resume_s = resume_first_row(engine, url, args.resume_rows, args.resume_rows // 1000)
+        loads["after_resume"] = list(os.getloadavg())
+        if args.frame_rows:
+            frame = frame_of(args.frame_rows)
+            chunked_s, whole_s = frame_plain(frame, args.frame_batch)
+            frame_s = frame_checkpointed(engine, frame, args.frame_batch)
+            del frame
+            extra.update(
+                frame_rows=args.frame_rows,
+                frame_batch=args.frame_batch,
+                frame_rows_per_s=round(args.frame_rows / frame_s),
+                frame_plain_rows_per_s=round(args.frame_rows / chunked_s),
+                frame_plain_whole_rows_per_s=round(args.frame_rows / whole_s),
+                frame_ratio=round(chunked_s / frame_s, 4),
+            )
+            loads["after_frames"] = list(os.getloadavg())
         engine.dispose()
+        if args.resume_10m_rows:
+            extra.update(resume_10m(url, args.resume_10m_rows))
+            loads["after_resume_10m"] = list(os.getloadavg())
     print(
         json.dumps(
             {
@@ -207,8 +360,10 @@ def main() -> None:
                 "resume_first_row_s": round(resume_s, 3),
                 "ledger_bytes_per_row": round(ledger_bytes, 1),
                 "effect_bytes": round(per_effect, 1),
+                **extra,
                 "cpus": os.cpu_count(),
                 "load_avg_1m": round(os.getloadavg()[0], 2),
+                "load_avg": {k: [round(x, 2) for x in v] for k, v in loads.items()},
             }
         )
     )
