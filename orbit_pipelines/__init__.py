@@ -2,7 +2,10 @@
 
 The public API: everything your own ops and assets need, importable from here. Names not in
 ``__all__`` (the submodules ``execution``, ``store``, ``recovery``, ...) are internal and may
-change; the error code catalogue ``orbit_pipelines.errors`` is public too.
+change. One submodule is in ``__all__``: ``errors``, orbit's error code catalogue, for user
+code that raises one of orbit's own codes (``errors.E3001_SERVICE_TIMEOUT``, ...); its public
+names are the ``E<digits>_<NAME>`` codes plus the ones exported here (``ErrorCode``,
+``OrbitError``, ``register_error_code``).
 
     from dagster import Definitions, EnvVar, asset
     from orbit_pipelines import OrbitStore, PostgresCheckpointIOManager, RowContext, Sum
@@ -33,6 +36,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from orbit_pipelines import errors
     from orbit_pipelines.dagster_io.io_manager import PostgresCheckpointIOManager
     from orbit_pipelines.dagster_io.resources import OrbitStore
     from orbit_pipelines.dagster_io.row_steps import (
@@ -89,9 +93,15 @@ _HOMES = {
     "Token": "orbit_pipelines.execution",
     "make_recovery_sensor": "orbit_pipelines.sensors",
 }
+# Public submodules: the name is the module itself.
+_MODULES = {"errors": "orbit_pipelines.errors"}
 
 
 def __getattr__(name: str) -> Any:
+    if name in _MODULES:
+        value: Any = importlib.import_module(_MODULES[name])
+        globals()[name] = value
+        return value
     home = _HOMES.get(name)
     if home is None:
         raise AttributeError(f"module 'orbit_pipelines' has no attribute {name!r}")
@@ -125,6 +135,7 @@ __all__ = [
     "Sum",
     "SumBy",
     "Token",
+    "errors",
     "make_recovery_sensor",
     "register_error_code",
     "run_frames",

@@ -20,9 +20,7 @@ from types import FrameType
 
 from orbit_examples.carrier import storage
 from orbit_examples.carrier.server import DEFAULT_TIMEOUT_DELAY_S, CarrierServer
-from orbit_pipelines.errors import OrbitError
-from orbit_pipelines.store.engine import check_connection, create_store_engine
-from orbit_pipelines.store.urls import mask_url
+from orbit_pipelines import OrbitError, OrbitStore
 
 TOKEN_ENV = "ORBIT_CARRIER_TOKEN"
 
@@ -61,9 +59,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Start the carrier; return an exit code when it stops."""
     args = _parse(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s carrier %(message)s")
-    engine = create_store_engine(args.postgres_url, pooled=True)
+    # The store resource outside a run: a small pool, connected (transient errors retried,
+    # a refused or missing database an OrbitError) and migrated on first use.
+    store = OrbitStore(postgres_url=args.postgres_url)
     try:
-        check_connection(engine)
+        engine = store.engine
         storage.create_tables(engine)
     except OrbitError as error:
         print(error.render(), file=sys.stderr)
@@ -82,7 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     url = f"http://{args.host}:{server.port}"
-    print(f"carrier listening on {url} (store {mask_url(args.postgres_url)})", flush=True)
+    print(f"carrier listening on {url} (store {store.describe()})", flush=True)
     if args.port_file:
         _write_port_file(args.port_file, server.port)
     try:

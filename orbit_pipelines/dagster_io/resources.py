@@ -7,7 +7,8 @@ from pydantic import Field, PrivateAttr
 from sqlalchemy import Engine
 
 from orbit_pipelines.store.engine import connect_store
-from orbit_pipelines.store.urls import mask_url
+from orbit_pipelines.store.migrations import status
+from orbit_pipelines.store.urls import mask_url, safe_target
 
 
 class OrbitStore(ConfigurableResource):
@@ -44,3 +45,11 @@ class OrbitStore(ConfigurableResource):
     def describe(self) -> str:
         """Where the store is, password masked."""
         return mask_url(self.postgres_url)
+
+    def target(self) -> str:
+        """``host:port/database`` with no user or password: safe for event metadata and logs."""
+        return safe_target(self.postgres_url)
+
+    def schema_version(self) -> int:
+        """The orbit schema version the store is at (connecting brings it up to date)."""
+        return status(self.engine).current

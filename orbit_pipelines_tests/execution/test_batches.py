@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine
 
-from orbit_pipelines.execution import BatchInfo, StepFailed, run_batches
+from orbit_pipelines.execution import StepFailed
+from orbit_pipelines.execution.batch_runner import BatchInfo, run_batches
 from orbit_pipelines.store.batches import batch_attempts
 from orbit_pipelines_tests.execution.helpers import Crash, executor
 

@@ -524,7 +524,7 @@ def test_batch_sink_never_gets_a_key_twice(engine: Engine, ids: list[Any], batch
     # run_batches (execution/batch_runner.py) keeps no set of keys seen: a duplicate in a
     # later batch is sent to the sink again (done=3), one in the same batch breaks the
     # batch_members primary key (raw UniqueViolation, the step blocks).
-    from orbit_pipelines.execution import run_batches
+    from orbit_pipelines.execution.batch_runner import run_batches
 
     root = _root()
     sent: list[Any] = []

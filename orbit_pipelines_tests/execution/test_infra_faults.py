@@ -323,7 +323,7 @@ def test_backend_terminated_under_the_batch_stops_the_step_and_a_rerun_delivers_
 def test_batch_sink_raising_an_infrastructure_error_records_no_row(engine: Engine) -> None:
     # run_batches marks the batch's rows failed with E-4004 when the sink meets a database
     # that is out of connections: item 1's rule (never the rows' fault) is not applied there.
-    from orbit_pipelines.execution import run_batches
+    from orbit_pipelines.execution.batch_runner import run_batches
 
     root = f"sink-{uuid.uuid4().hex[:8]}"
 
