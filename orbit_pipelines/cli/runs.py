@@ -16,6 +16,7 @@ from dagster import DagsterRun, DagsterRunStatus
 from orbit_pipelines.cli.context import RunContext, open_run_context
 from orbit_pipelines.cli.output import EXIT_FAILURE, EXIT_OK, print_json, print_usage_error
 from orbit_pipelines.cli.render import interrupted_text, overview_json, status_text
+from orbit_pipelines.cli.watch import watch
 from orbit_pipelines.errors import (
     E1010_UNKNOWN_RUN,
     E1011_NOT_INTERRUPTED,
@@ -53,6 +54,15 @@ def register(subparsers: Any) -> None:
     status = subparsers.add_parser("status", help="one run group: steps, rows, recoveries")
     status.add_argument("run_id", help="any run of the group")
     status.add_argument("--json", action="store_true", help="print JSON")
+    status.add_argument(
+        "--watch",
+        action="store_true",
+        help="a live progress line per running step until the run group ends "
+        "(exit 0 succeeded, 1 a person is needed)",
+    )
+    status.add_argument(
+        "--interval", type=float, default=2.0, help="seconds between refreshes of --watch"
+    )
     status.set_defaults(handler=cmd_status)
 
     resume = subparsers.add_parser("resume", help="re-execute from failure now")
@@ -138,11 +148,21 @@ def cmd_check_interrupted(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    """One group in detail."""
+    """One group in detail; with ``--watch``, its live progress until it ends."""
+    if args.watch and args.json:
+        return print_usage_error(
+            "--watch prints live text; `orbit status RUN_ID --json` gives one snapshot",
+            "usage: orbit status RUN_ID [--json | --watch [--interval S]]",
+            as_json=True,
+        )
+    if args.interval <= 0:
+        return print_usage_error("--interval must be more than 0", "", as_json=args.json)
 
     def body(ctx: RunContext, args: argparse.Namespace) -> int:
         if ctx.instance.get_run_by_id(args.run_id) is None:
             raise OrbitError(E1010_UNKNOWN_RUN, f"no run with id {args.run_id}")
+        if args.watch:
+            return watch(ctx, args.run_id, args.interval)
         candidates = {c.run_id: c for c in _candidates(ctx)}
         overview = group_overview(ctx.instance, ctx.engine, args.run_id, ctx.settings)
         if overview.latest_run_id in candidates:
