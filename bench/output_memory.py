@@ -168,14 +168,17 @@ def io_manager_phase(kind: str, url: str, base_dir: str) -> dict[str, float]:
 
     class TimedCheckpoint(PostgresCheckpointIOManager):
         def handle_output(self, context: OutputContext, obj: Any) -> None:
-            timed("write_s", lambda: super(TimedCheckpoint, self).handle_output(context, obj))
+            # consume's int output goes through here too: time only the frame's write.
+            name = "write_s" if context.step_key == "produce" else "write_int_s"
+            timed(name, lambda: super(TimedCheckpoint, self).handle_output(context, obj))
 
         def load_input(self, context: InputContext) -> Any:
             return timed("read_s", lambda: super(TimedCheckpoint, self).load_input(context))
 
     class TimedFs(PickledObjectFilesystemIOManager):
         def handle_output(self, context: OutputContext, obj: Any) -> None:
-            timed("write_s", lambda: super(TimedFs, self).handle_output(context, obj))
+            name = "write_s" if context.step_key == "produce" else "write_int_s"
+            timed(name, lambda: super(TimedFs, self).handle_output(context, obj))
 
         def load_input(self, context: InputContext) -> Any:
             return timed("read_s", lambda: super(TimedFs, self).load_input(context))

@@ -16,6 +16,12 @@ interval, so kills land at every phase of the sensor's tick, the worker is SIGKI
 - ``kill_to_started_s``: until that run is STARTED (the queue dequeued it, a worker runs);
 - ``kill_to_success_s``: until the group has a SUCCESS run (the last 3 rows done).
 
+What the interval costs a deployment, measured after the kills with nothing running for
+``--idle-s`` seconds (60): ``idle_cpu_s_per_min``, CPU seconds per minute of the daemon's
+whole process tree (daemon, code server: where the sensor's tick runs), and
+``idle_db_xacts_per_min`` / ``idle_db_rows_written_per_min`` of the deployment's
+database (``pg_stat_database``: Dagster's storage and orbit's, the tick records included).
+
     python bench/recovery_latency.py [--kills 20] [--setting interval_s=5 ...]
 
 Prints one JSON line per kill on stderr and one summary JSON line on stdout (p50 / p95 /
@@ -39,13 +45,14 @@ from pathlib import Path
 from typing import Any
 
 from dagster import DagsterRunStatus, RunsFilter
+from sqlalchemy import text
 
 from orbit_pipelines.dagster_io.dagster_home import dagster_env, prepare_dagster_home
 from orbit_pipelines.processes import ChildProcesses
 from orbit_pipelines.recovery.settings import ENV_PREFIX, RecoverySettings
 from orbit_pipelines.store.engine import connect_store
 from orbit_pipelines_tests.postgres import LOCAL_URL, TEST_URL_ENV, create_database, drop_database
-from orbit_pipelines_tests.sensors.harness import Harness
+from orbit_pipelines_tests.sensors.harness import Harness, _descendants
 
 ROWS = 6
 ROWS_BEFORE_HANG = 3
@@ -133,6 +140,50 @@ def one_kill(harness: Harness, pause_s: float) -> dict[str, Any]:
     }
 
 
+def tree_cpu_s(root_pid: int) -> float:
+    """User + system CPU seconds of ``root_pid`` and its live descendants."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in [root_pid, *_descendants(root_pid, "")]:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue  # gone meanwhile
+        fields = stat.rsplit(")", 1)[-1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15 of stat)
+    return total / ticks
+
+
+def db_activity(harness: Harness) -> tuple[int, int]:
+    """(transactions, rows written) of the deployment's database so far."""
+    with harness.engine.connect() as conn:
+        row = conn.execute(
+            text(
+                "SELECT xact_commit + xact_rollback, tup_inserted + tup_updated + tup_deleted"
+                " FROM pg_stat_database WHERE datname = current_database()"
+            )
+        ).one()
+    return int(row[0]), int(row[1])
+
+
+def idle_cost(harness: Harness, seconds: float) -> dict[str, float]:
+    """What the idle deployment (no run) costs per minute: CPU of the daemon's tree, DB."""
+    assert harness.daemon is not None
+    # Stats reach pg_stat_database within a second or so; read after a pause each side.
+    time.sleep(2)
+    cpu0, (x0, w0) = tree_cpu_s(harness.daemon.pid), db_activity(harness)
+    time.sleep(seconds)
+    cpu1, (x1, w1) = tree_cpu_s(harness.daemon.pid), db_activity(harness)
+    per_min = 60.0 / seconds
+    return {
+        "idle_s": seconds,
+        # The reads above are themselves one transaction each side: not the deployment's.
+        "idle_cpu_s_per_min": round((cpu1 - cpu0) * per_min, 2),
+        "idle_db_xacts_per_min": round((x1 - x0 - 1) * per_min, 1),
+        "idle_db_rows_written_per_min": round((w1 - w0) * per_min, 1),
+    }
+
+
 def parse_settings(pairs: list[str]) -> dict[str, str]:
     """``interval_s=5`` -> ``{"ORBIT_RECOVERY_INTERVAL_S": "5"}`` (validated)."""
     env: dict[str, str] = {}
@@ -143,7 +194,7 @@ def parse_settings(pairs: list[str]) -> dict[str, str]:
     return env
 
 
-def run(kills: int, settings_env: dict[str, str], seed: int) -> dict[str, Any]:
+def run(kills: int, settings_env: dict[str, str], seed: int, idle_s: float) -> dict[str, Any]:
     """Start the deployment, do the kills, stop everything; the summary."""
     admin = os.environ.get(TEST_URL_ENV) or LOCAL_URL
     db_url = create_database(admin, prefix="orbit_latency")
@@ -154,6 +205,7 @@ def run(kills: int, settings_env: dict[str, str], seed: int) -> dict[str, Any]:
     rng = random.Random(seed)
     load_before = os.getloadavg()
     per_kill: list[dict[str, Any]] = []
+    idle: dict[str, float] = {}
     started = time.monotonic()
     try:
         engine = connect_store(db_url, pooled=True)
@@ -173,6 +225,8 @@ def run(kills: int, settings_env: dict[str, str], seed: int) -> dict[str, Any]:
             outcome = one_kill(harness, rng.uniform(0, settings.interval_s))
             per_kill.append(outcome)
             print(json.dumps(outcome), file=sys.stderr, flush=True)
+        if idle_s > 0:
+            idle = idle_cost(harness, idle_s)
         engine.dispose()
     finally:
         children.stop_all()
@@ -194,6 +248,7 @@ def run(kills: int, settings_env: dict[str, str], seed: int) -> dict[str, Any]:
             "heartbeat_timeout_s": settings.heartbeat_timeout_s,
             "overridden": sorted(settings_env),
         },
+        **idle,
         "wall_s": round(time.monotonic() - started, 1),
         "cpus": os.cpu_count(),
         "load_avg_before": [round(x, 2) for x in load_before],
@@ -213,8 +268,11 @@ def main(argv: list[str] | None = None) -> int:
         help="override one RecoverySettings field (default: none, the shipped defaults)",
     )
     parser.add_argument("--seed", type=int, default=16)
+    parser.add_argument(
+        "--idle-s", type=float, default=60.0, help="idle cost measurement (0: skip it)"
+    )
     args = parser.parse_args(argv)
-    summary = run(args.kills, parse_settings(args.setting), args.seed)
+    summary = run(args.kills, parse_settings(args.setting), args.seed, args.idle_s)
     print(json.dumps(summary), flush=True)
     return 0 if summary["recovered"] == args.kills else 1
 

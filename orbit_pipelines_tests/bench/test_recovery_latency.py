@@ -27,7 +27,14 @@ def test_one_kill_is_recovered_at_the_default_settings(
     env = {k: v for k, v in os.environ.items() if not k.startswith("ORBIT_RECOVERY_")}
     env["ORBIT_TEST_POSTGRES_URL"] = pg_admin_url
     proc = children.start(
-        [sys.executable, str(REPO / "bench" / "recovery_latency.py"), "--kills", "1"],
+        [
+            sys.executable,
+            str(REPO / "bench" / "recovery_latency.py"),
+            "--kills",
+            "1",
+            "--idle-s",
+            "3",
+        ],
         env=env,
         cwd=REPO,
         log_path=out,
@@ -42,5 +49,6 @@ def test_one_kill_is_recovered_at_the_default_settings(
     for name in ("kill_to_launch_s", "kill_to_started_s", "kill_to_success_s"):
         assert set(summary[name]) == {"p50", "p95", "max"}
         assert summary[name]["p50"] is not None
+    assert summary["idle_cpu_s_per_min"] >= 0 and summary["idle_db_xacts_per_min"] >= 0
     assert per_kill["runs_in_group"] >= 2
     assert per_kill["kill_to_launch_s"] <= per_kill["kill_to_success_s"]
