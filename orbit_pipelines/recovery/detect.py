@@ -8,23 +8,25 @@ with a reason a person can read. It changes nothing: terminating and marking run
 from __future__ import annotations
 
 import re
-import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from dagster import (
     DagsterEventType,
     DagsterInstance,
     DagsterRunStatus,
     EventLogEntry,
-    EventRecordsFilter,
     RunRecord,
     RunsFilter,
     RunStatusChangeRecordsFilter,
+    deserialize_value,
 )
-from sqlalchemy import Connection
+from dagster_postgres import PostgresEventLogStorage
+from sqlalchemy import Connection, select
 
+from orbit_pipelines.recovery import dagster_private as dp
 from orbit_pipelines.recovery.liveness import pid_alive, this_host
 from orbit_pipelines.recovery.settings import RecoverySettings
 from orbit_pipelines.store.heartbeats import Heartbeat, heartbeats_for_runs
@@ -39,9 +41,8 @@ MARK_PREFIX = "orbit_pipelines recovery: run is "
 _FINISHED_STEP = ("SUCCESS", "FAILURE", "SKIPPED")
 # RUN_FAILURE events read per page; every lookup about a page is one query for the page.
 PAGE_SIZE = 200
-# A step's failure event precedes its run's failure event; its timestamp (a worker's clock)
-# may lag the run's start by this much without the batched lookup missing it.
-_CLOCK_SLACK_S = 300.0
+# Run ids per batched event-log query (an IN list; Postgres plans it on idx_events_by_run_id).
+_RUNS_PER_QUERY = 1000
 
 
 @dataclass(frozen=True)
@@ -101,9 +102,9 @@ def detect_stuck(
     """STARTED runs whose worker is dead or whose rows stopped moving.
 
     Per tick: one read of the STARTED run ids and one of their heartbeats. Only runs with
-    no beat or a stale one (or a local pid gone) are read further: their records (one
-    query), their step stats, and, for a run with no beat that started longer ago than the
-    start grace, its last event.
+    no beat or a stale one (or a local pid gone) are read further, all of them at once:
+    their records, their step stats, and, for runs with no beat that started longer ago
+    than the start grace, their last events (one query each).
     """
     # Ids first (no run bodies to deserialize): a run whose beats all look healthy is
     # healthy, and costs nothing more.
@@ -126,26 +127,31 @@ def detect_stuck(
         for r in instance.get_run_records(RunsFilter(run_ids=doubtful))
         if r.dagster_run.status == DagsterRunStatus.STARTED and keep(r.dagster_run.job_name)
     ]
+    # Step stats of the runs with beats, last events of the silent ones: one query each.
+    with_beats = [r.dagster_run.run_id for r in records if beats.get(r.dagster_run.run_id)]
+    stats = step_stats_for_runs(instance, with_beats)
+    silent = [
+        r.dagster_run.run_id
+        for r in records
+        if not beats.get(r.dagster_run.run_id) and _recent(r, now) > settings.start_grace_s
+    ]
+    last = last_events(instance, silent)
     found: list[Candidate] = []
     for record in records:
         run = record.dagster_run
         run_beats = beats.get(run.run_id, [])
         if not run_beats and _recent(record, now) <= settings.start_grace_s:
             continue  # its last event is no older than its start: not silent long enough
-        finished = (
-            {
-                s.step_key
-                for s in instance.get_run_step_stats(run.run_id)
-                if s.status is not None and s.status.value in _FINISHED_STEP
-            }
-            if run_beats
-            else set()
-        )
+        finished = {
+            s.step_key
+            for s in stats.get(run.run_id, [])
+            if s.status is not None and s.status.value in _FINISHED_STEP
+        }
         active = [b for b in run_beats if b.step_key not in finished]
         verdict = (
             _judge_heartbeats(active, settings, now, host)
             if active
-            else _judge_silence(instance, run.run_id, settings, now)
+            else _judge_silence(last.get(run.run_id), settings, now)
         )
         if verdict is None:
             continue
@@ -207,19 +213,105 @@ def _judge_heartbeats(
 
 
 def _judge_silence(
-    instance: DagsterInstance, run_id: str, settings: RecoverySettings, now: datetime
+    last: EventLogEntry | None, settings: RecoverySettings, now: datetime
 ) -> tuple[str, str] | None:
-    records = instance.get_records_for_run(run_id, limit=1, ascending=False).records
-    if not records:
+    if last is None:
         return None
-    last = datetime.fromtimestamp(records[0].event_log_entry.timestamp, UTC)
-    quiet_s = (now - last).total_seconds()
+    quiet_s = (now - datetime.fromtimestamp(last.timestamp, UTC)).total_seconds()
     if quiet_s > settings.start_grace_s:
         return "dead", (
             f"no heartbeat ever and no Dagster event for {quiet_s:.0f}s "
             f"(start grace {settings.start_grace_s:.0f}s)"
         )
     return None
+
+
+def _batched_storage(instance: DagsterInstance) -> PostgresEventLogStorage | None:
+    storage = instance.event_log_storage
+    return storage if isinstance(storage, PostgresEventLogStorage) else None
+
+
+def _chunks(ids: Sequence[str]) -> list[list[str]]:
+    return [list(ids[i : i + _RUNS_PER_QUERY]) for i in range(0, len(ids), _RUNS_PER_QUERY)]
+
+
+def run_events(
+    instance: DagsterInstance,
+    run_ids: Sequence[str],
+    event_types: Iterable[DagsterEventType],
+    *,
+    steps_only: bool = False,
+) -> dict[str, list[EventLogEntry]]:
+    """The events of these types of every run in ``run_ids``, oldest first per run: one
+    query per thousand runs where Dagster's public API reads one run at a time
+    (``all_logs``). ``steps_only`` keeps events that carry a step key (as Dagster's own step
+    stats query does). On an event storage other than Postgres: one ``all_logs`` per run."""
+    ids = sorted(set(run_ids))
+    found: dict[str, list[EventLogEntry]] = {run_id: [] for run_id in ids}
+    types = set(event_types)
+    storage = _batched_storage(instance)
+    if storage is None:
+        for run_id in ids:
+            found[run_id] = list(instance.all_logs(run_id, of_type=types))
+        return found
+    table = dp.SqlEventLogStorageTable
+    for chunk in _chunks(ids):
+        query = (
+            select(table.c.run_id, table.c.event)
+            .where(
+                table.c.run_id.in_(chunk),
+                table.c.dagster_event_type.in_(sorted(t.value for t in types)),
+            )
+            .order_by(table.c.id.asc())
+        )
+        if steps_only:
+            query = query.where(table.c.step_key.is_not(None))
+        with storage.index_connection() as conn:
+            rows = conn.execute(query).fetchall()
+        for run_id, body in rows:
+            found[run_id].append(deserialize_value(body, EventLogEntry))
+    return found
+
+
+def step_stats_for_runs(instance: DagsterInstance, run_ids: Sequence[str]) -> dict[str, list[Any]]:
+    """``instance.get_run_step_stats`` of many runs: one event read for all of them, the
+    stats built by Dagster's own function from the same events its per-run query reads."""
+    if _batched_storage(instance) is None:
+        return {run_id: list(instance.get_run_step_stats(run_id)) for run_id in set(run_ids)}
+    events = run_events(instance, run_ids, dp.STEP_STATS_EVENT_TYPES, steps_only=True)
+    return {
+        run_id: list(dp.build_run_step_stats_from_events(run_id, entries))
+        for run_id, entries in events.items()
+    }
+
+
+def last_events(instance: DagsterInstance, run_ids: Sequence[str]) -> dict[str, EventLogEntry]:
+    """The newest event of each run (any type), one query per thousand runs."""
+    ids = sorted(set(run_ids))
+    storage = _batched_storage(instance)
+    if not ids:
+        return {}
+    if storage is None:
+        found: dict[str, EventLogEntry] = {}
+        for run_id in ids:
+            records = instance.get_records_for_run(run_id, limit=1, ascending=False).records
+            if records:
+                found[run_id] = records[0].event_log_entry
+        return found
+    table = dp.SqlEventLogStorageTable
+    newest: dict[str, EventLogEntry] = {}
+    for chunk in _chunks(ids):
+        # DISTINCT ON walks idx_events_by_run_id (run_id, id) backwards per run.
+        query = (
+            select(table.c.run_id, table.c.event)
+            .where(table.c.run_id.in_(chunk))
+            .distinct(table.c.run_id)
+            .order_by(table.c.run_id, table.c.id.desc())
+        )
+        with storage.index_connection() as conn:
+            for run_id, body in conn.execute(query).fetchall():
+                newest[run_id] = deserialize_value(body, EventLogEntry)
+    return newest
 
 
 @dataclass(frozen=True)
@@ -347,42 +439,27 @@ def _has_child(instance: DagsterInstance, run_id: str) -> bool:
 def failure_causes(
     instance: DagsterInstance, records: Sequence[RunRecord], page: FailurePage | None = None
 ) -> dict[str, tuple[str, str, str | None]]:
-    """``failure_cause`` for many runs: one read of the STEP_FAILURE events of the time span
-    the runs ran in, and the RUN_FAILURE events of ``page`` (a run not in it: its own)."""
+    """``failure_cause`` for many runs: their STEP_FAILURE and RUN_FAILURE events in one
+    read (``run_events``), whatever their number. ``page`` is accepted for the callers that
+    have one; the run-id read already holds its events."""
+    del page
     if not records:
         return {}
-    ids = {r.dagster_run.run_id for r in records}
-    starts = [r.start_time or r.create_timestamp.replace(tzinfo=UTC).timestamp() for r in records]
-    step_failures: dict[str, EventLogEntry] = {}
-    with warnings.catch_warnings():
-        # get_event_records is deprecated for asset events; for step events across runs it
-        # is the only public query.
-        warnings.simplefilter("ignore")
-        step_records = instance.get_event_records(
-            EventRecordsFilter(
-                DagsterEventType.STEP_FAILURE,
-                after_timestamp=min(starts) - _CLOCK_SLACK_S,
-                # A step fails before its run does: nothing after the page's last failure.
-                before_cursor=page.last_storage_id + 1
-                if page is not None and page.last_storage_id is not None
-                else None,
-            ),
-            ascending=True,
-        )
-    for record in step_records:
-        entry = record.event_log_entry
-        if entry.run_id in ids:
-            step_failures.setdefault(entry.run_id, entry)
-    run_failures: dict[str, list[EventLogEntry]] = {}
-    for entry in (e for _, e in page.events) if page is not None else ():
-        if entry.run_id in ids:
-            run_failures.setdefault(entry.run_id, []).append(entry)
-    for run_id in ids - set(run_failures) - set(step_failures):
-        # Not in the page (or no page): read this run's own failure events.
-        run_failures[run_id] = list(instance.all_logs(run_id, of_type=DagsterEventType.RUN_FAILURE))
-    return {
-        run_id: _cause(step_failures.get(run_id), run_failures.get(run_id, [])) for run_id in ids
-    }
+    ids = sorted({r.dagster_run.run_id for r in records})
+    events = run_events(
+        instance, ids, (DagsterEventType.STEP_FAILURE, DagsterEventType.RUN_FAILURE)
+    )
+    causes: dict[str, tuple[str, str, str | None]] = {}
+    for run_id in ids:
+        entries = events.get(run_id, [])
+        step = next((e for e in entries if _is(e, DagsterEventType.STEP_FAILURE)), None)
+        runs = [e for e in entries if _is(e, DagsterEventType.RUN_FAILURE)]
+        causes[run_id] = _cause(step, [] if step is not None else runs)
+    return causes
+
+
+def _is(entry: EventLogEntry, event_type: DagsterEventType) -> bool:
+    return entry.dagster_event is not None and entry.dagster_event.event_type == event_type
 
 
 def failure_cause(instance: DagsterInstance, run_id: str) -> tuple[str, str, str | None]:

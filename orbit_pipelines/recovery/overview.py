@@ -24,21 +24,28 @@ from dagster import (
 from sqlalchemy import Engine
 
 from orbit_pipelines.errors import E1010_UNKNOWN_RUN, OrbitError
-from orbit_pipelines.recovery.detect import Candidate, detect, failure_cause, failure_causes
+from orbit_pipelines.recovery.detect import (
+    Candidate,
+    detect,
+    failure_cause,
+    failure_causes,
+    run_events,
+    step_stats_for_runs,
+)
 from orbit_pipelines.recovery.explain import Explained, explain, first_line
 from orbit_pipelines.recovery.launch import ROOT_RUN_ID_TAG
-from orbit_pipelines.recovery.policy import Decision, decide
+from orbit_pipelines.recovery.policy import Decision, decide_many
 from orbit_pipelines.recovery.settings import RecoverySettings
-from orbit_pipelines.store.effect_ledger import OpenEffect, effects_in_doubt
+from orbit_pipelines.store.effect_ledger import OpenEffect
 from orbit_pipelines.store.group_progress import (
     DoneRow,
-    effects_by_status,
+    GroupsProgress,
+    groups_progress,
     held_parent_run_ids,
-    last_done_row_in_order,
-    row_counts_by_step,
+    last_done_rows_in_order,
 )
-from orbit_pipelines.store.heartbeats import Heartbeat, heartbeats_for_group
-from orbit_pipelines.store.recoveries import Recovery, group_control, recoveries_for_group
+from orbit_pipelines.store.heartbeats import Heartbeat
+from orbit_pipelines.store.recoveries import Recovery
 from orbit_pipelines.store.urls import mask_secrets
 from orbit_pipelines.tags import root_run_id_of
 
@@ -209,6 +216,27 @@ class DagsterReads:
         failed = [r for r in latest if r.dagster_run.status in _ENDED_BADLY]
         self._causes.update(failure_causes(self.instance, failed))
 
+    def add_group(self, root: str, records: list[RunRecord]) -> None:
+        """A group read by the caller (one run's ``get_run_group``)."""
+        self._members[root] = records
+        for record in records:
+            self._root_of[record.dagster_run.run_id] = root
+
+    def alias(self, run_id: str, root: str) -> None:
+        """``run_id`` belongs to the group of ``root``."""
+        self._root_of[run_id] = root
+
+    def prefetch_causes(self, records: list[RunRecord]) -> None:
+        """Failure causes of these failed runs not read yet, in one read."""
+        missing = [r for r in records if r.dagster_run.run_id not in self._causes]
+        self._causes.update(failure_causes(self.instance, missing))
+
+    def prefetch_step_stats(self, run_ids: list[str]) -> None:
+        """Step stats of these runs not read yet, in one event read for all of them."""
+        missing = [run_id for run_id in dict.fromkeys(run_ids) if run_id not in self._stats]
+        if missing:
+            self._stats.update(step_stats_for_runs(self.instance, missing))
+
     def cause(self, run_id: str) -> tuple[str, str, str | None]:
         """(reason, detail, code) of a failed run: prefetched, else read now."""
         if run_id not in self._causes:
@@ -307,14 +335,21 @@ def _plan(
     return "nothing to do"
 
 
-def _crash_text(instance: DagsterInstance, run_id: str) -> str:
-    """What Dagster said about a crashed process of the run (the signal is only there)."""
-    texts = []
-    for entry in instance.all_logs(run_id, of_type=DagsterEventType.ENGINE_EVENT):
-        message = (entry.dagster_event.message if entry.dagster_event else None) or ""
-        if "terminated by signal" in message or "exited with code" in message:
-            texts.append(message)
-    return "\n".join(texts)
+def _crash_texts(instance: DagsterInstance, run_ids: list[str]) -> dict[str, str]:
+    """What Dagster said about a crashed process of each run (the signal is only there),
+    in one read of the runs' engine events."""
+    if not run_ids:
+        return {}
+    events = run_events(instance, run_ids, (DagsterEventType.ENGINE_EVENT,))
+    texts: dict[str, str] = {}
+    for run_id, entries in events.items():
+        found = []
+        for entry in entries:
+            message = (entry.dagster_event.message if entry.dagster_event else None) or ""
+            if "terminated by signal" in message or "exited with code" in message:
+                found.append(message)
+        texts[run_id] = "\n".join(found)
+    return texts
 
 
 def _pick_failed_step(
@@ -351,96 +386,199 @@ def group_overview(
     ``reads`` shares Dagster reads across the groups of one listing.
     """
     reads = reads or DagsterReads(instance)
-    prefetched = reads.group(run_id)
-    if prefetched is not None:
-        root, found = prefetched
+    if reads.group(run_id) is None:
+        root, runs = _group_runs(instance, run_id)  # E-1010 for an unknown run
+        reads.add_group(root, list(_records(instance, runs).values()))
+        reads.alias(run_id, root)
+    found = group_overviews(instance, engine, [(run_id, candidate)], settings, reads=reads)
+    return found[0]
+
+
+@dataclass
+class _Pending:
+    """One group's Dagster side, read before the ledger's (which needs its root)."""
+
+    run_id: str
+    candidate: Candidate | None
+    root: str
+    runs: list[DagsterRun]
+    records: dict[str, RunRecord]
+
+
+def group_overviews(
+    instance: DagsterInstance,
+    engine: Engine,
+    wanted: list[tuple[str, Candidate | None]],
+    settings: RecoverySettings,
+    *,
+    reads: DagsterReads,
+) -> list[GroupOverview]:
+    """``group_overview`` of many (run id, candidate) pairs with every read batched: the
+    groups were prefetched into ``reads``; here one step-stats read for all their runs, one
+    failure-cause read, the ledger's seven queries, the policy's four, one for the last
+    completed rows and one for crash texts, whatever the number of groups. A run id not
+    prefetched (deleted from Dagster's storage) is left out."""
+    pending: list[_Pending] = []
+    for run_id, candidate in wanted:
+        known = reads.group(run_id)
+        if known is None:
+            continue
+        root, found = known
         records = {r.dagster_run.run_id: r for r in found}
-        runs = [r.dagster_run for r in found]
-    else:
-        root, runs = _group_runs(instance, run_id)
-        records = _records(instance, runs)
-    runs = _ordered(runs, records)
-    latest = runs[-1]
-    statuses = _step_statuses(reads, runs)
-    failed, running = _failed_steps(reads, latest)
+        runs = _ordered([r.dagster_run for r in found], records)
+        pending.append(_Pending(run_id, candidate, root, runs, records))
+    if not pending:
+        return []
+    reads.prefetch_step_stats([run.run_id for p in pending for run in p.runs])
+    reads.prefetch_causes(
+        [p.records[p.runs[-1].run_id] for p in pending if p.runs[-1].status in _ENDED_BADLY]
+    )
+    candidates = [p.candidate for p in pending if p.candidate is not None]
     with engine.connect() as conn:
-        beats: dict[str, Heartbeat] = {}
-        for beat in heartbeats_for_group(conn, root):
-            if beat.step_key not in beats or beat.beat_at > beats[beat.step_key].beat_at:
-                beats[beat.step_key] = beat
-        for step_key in beats:
-            statuses.setdefault(step_key, "IN_PROGRESS")
-        counts = row_counts_by_step(conn, root)
-        steps = [
-            StepView(
-                step_key=key,
-                status=status,
-                rows=counts.get(key, {}),
-                rows_total=beats[key].rows_total if key in beats else None,
-                beat=beats.get(key),
+        progress = groups_progress(conn, [p.root for p in pending])
+        decisions = dict(
+            zip(
+                (id(c) for c in candidates),
+                decide_many(conn, candidates, settings) if candidates else [],
+                strict=True,
             )
-            for key, status in statuses.items()
-        ]
-        recoveries = recoveries_for_group(conn, root)
-        control = group_control(conn, root)
-        in_doubt = effects_in_doubt(conn, root)
-        effect_counts = effects_by_status(conn, root)
-        decision = decide(conn, candidate, settings) if candidate is not None else None
-
-        abandoned = bool(control and control.abandoned_at)
-        # An abandoned group is a person's decision: it is not "interrupted" any more,
-        # even while its last run still looks dead or failed to the detector.
-        state = (
-            candidate.reason
-            if candidate is not None and not abandoned
-            else _state(latest, recoveries, abandoned)
         )
-        error_code: str | None = None
-        error_message: str | None = None
-        if latest.status in _ENDED_BADLY:
-            _reason, error_message, error_code = reads.cause(latest.run_id)
-        elif candidate is not None:
-            error_message, error_code = candidate.detail, candidate.error_code
-        known = {s.step_key for s in steps}
-        failed_step = _pick_failed_step(error_message, failed, running, known)
-        if failed_step is None and state in _INTERRUPTED:
-            failed_step = next(
-                (s.step_key for s in steps if s.status not in ("SUCCESS", "SKIPPED")), None
-            )
-        focus_key = failed_step or (steps[-1].step_key if steps else None)
-        last_done = last_done_row_in_order(conn, root, focus_key) if focus_key else None
+        drafts = [_draft(reads, p, progress, decisions.get(id(p.candidate))) for p in pending]
+        last_done = last_done_rows_in_order(
+            conn, [(d.root, d.focus_key) for d in drafts if d.focus_key]
+        )
+    crashed = [d.latest.run_id for d in drafts if d.needs_crash_text]
+    crash_texts = _crash_texts(instance, crashed)
+    return [
+        _finish(d, progress, last_done, crash_texts.get(d.latest.run_id, ""), settings)
+        for d in drafts
+    ]
 
+
+@dataclass
+class _Draft:
+    """A group's overview before the reads that depend on its focus step."""
+
+    root: str
+    runs: list[DagsterRun]
+    records: dict[str, RunRecord]
+    latest: DagsterRun
+    beats: dict[str, Heartbeat]
+    steps: list[StepView]
+    state: str
+    decision: Decision | None
+    error_code: str | None
+    error_message: str | None
+    failed_step: str | None
+    focus_key: str | None
+
+    @property
+    def needs_crash_text(self) -> bool:
+        return bool(self.error_message and "ChildProcessCrashException" in self.error_message)
+
+
+def _draft(
+    reads: DagsterReads, p: _Pending, progress: GroupsProgress, decision: Decision | None
+) -> _Draft:
+    latest = p.runs[-1]
+    candidate = p.candidate
+    statuses = _step_statuses(reads, p.runs)
+    failed, running = _failed_steps(reads, latest)
+    beats: dict[str, Heartbeat] = {}
+    for beat in progress.beats.get(p.root, []):
+        if beat.step_key not in beats or beat.beat_at > beats[beat.step_key].beat_at:
+            beats[beat.step_key] = beat
+    for step_key in beats:
+        statuses.setdefault(step_key, "IN_PROGRESS")
+    counts = progress.row_counts.get(p.root, {})
+    steps = [
+        StepView(
+            step_key=key,
+            status=status,
+            rows=counts.get(key, {}),
+            rows_total=beats[key].rows_total if key in beats else None,
+            beat=beats.get(key),
+        )
+        for key, status in statuses.items()
+    ]
+    recoveries = progress.recoveries.get(p.root, [])
+    control = progress.controls.get(p.root)
+    abandoned = bool(control and control.abandoned_at)
+    # An abandoned group is a person's decision: it is not "interrupted" any more,
+    # even while its last run still looks dead or failed to the detector.
+    state = (
+        candidate.reason
+        if candidate is not None and not abandoned
+        else _state(latest, recoveries, abandoned)
+    )
+    error_code: str | None = None
+    error_message: str | None = None
+    if latest.status in _ENDED_BADLY:
+        _reason, error_message, error_code = reads.cause(latest.run_id)
+    elif candidate is not None:
+        error_message, error_code = candidate.detail, candidate.error_code
+    known = {s.step_key for s in steps}
+    failed_step = _pick_failed_step(error_message, failed, running, known)
+    if failed_step is None and state in _INTERRUPTED:
+        failed_step = next(
+            (s.step_key for s in steps if s.status not in ("SUCCESS", "SKIPPED")), None
+        )
+    focus_key = failed_step or (steps[-1].step_key if steps else None)
+    return _Draft(
+        root=p.root,
+        runs=p.runs,
+        records=p.records,
+        latest=latest,
+        beats=beats,
+        steps=steps,
+        state=state,
+        decision=decision,
+        error_code=error_code,
+        error_message=error_message,
+        failed_step=failed_step,
+        focus_key=focus_key,
+    )
+
+
+def _finish(
+    d: _Draft,
+    progress: GroupsProgress,
+    last_done: dict[tuple[str, str], DoneRow],
+    crash: str,
+    settings: RecoverySettings,
+) -> GroupOverview:
     explained: Explained | None = None
-    if error_code or error_message:
-        crash = (
-            _crash_text(instance, latest.run_id)
-            if error_message and "ChildProcessCrashException" in error_message
-            else ""
+    if d.error_code or d.error_message:
+        explained = explain(
+            d.error_code,
+            d.error_message,
+            crash_text=crash if d.needs_crash_text else "",
+            step_key=d.failed_step,
         )
-        explained = explain(error_code, error_message, crash_text=crash, step_key=failed_step)
-    root_record = records.get(runs[0].run_id)
-    latest_record = records.get(latest.run_id)
-    activity = [b.beat_at for b in beats.values()]
+    recoveries = progress.recoveries.get(d.root, [])
+    root_record = d.records.get(d.runs[0].run_id)
+    latest_record = d.records.get(d.latest.run_id)
+    activity = [b.beat_at for b in d.beats.values()]
     if latest_record is not None and latest_record.update_timestamp is not None:
         activity.append(latest_record.update_timestamp.replace(tzinfo=UTC))
     return GroupOverview(
-        root_run_id=root,
-        job_name=latest.job_name,
-        latest_run_id=latest.run_id,
-        latest_status=latest.status.value,
-        state=state,
+        root_run_id=d.root,
+        job_name=d.latest.job_name,
+        latest_run_id=d.latest.run_id,
+        latest_status=d.latest.status.value,
+        state=d.state,
         started_at=_timestamp(latest_record.start_time) if latest_record else None,
         last_activity=max(activity) if activity else None,
-        steps=steps,
-        error_code=explained.code if explained else error_code,
-        error_message=error_message,
-        last_done=last_done,
-        in_doubt=in_doubt,
-        effects=effect_counts,
+        steps=d.steps,
+        error_code=explained.code if explained else d.error_code,
+        error_message=d.error_message,
+        last_done=last_done.get((d.root, d.focus_key)) if d.focus_key else None,
+        in_doubt=progress.in_doubt.get(d.root, []),
+        effects=progress.effect_counts.get(d.root, {}),
         recoveries=recoveries,
-        plan=_plan(decision, state, recoveries, settings),
-        decision=decision,
-        failed_step=failed_step,
+        plan=_plan(d.decision, d.state, recoveries, settings),
+        decision=d.decision,
+        failed_step=d.failed_step,
         explained=explained,
         group_started_at=_timestamp(root_record.start_time) if root_record else None,
     )
@@ -449,30 +587,32 @@ def group_overview(
 def interrupted_groups(
     instance: DagsterInstance, engine: Engine, settings: RecoverySettings
 ) -> list[GroupOverview]:
-    """Every run group that is dead, hung, failed (and not yet recovered) or held."""
+    """Every run group that is dead, hung, failed (and not yet recovered) or held.
+
+    A constant number of queries whatever the number of groups: detection pages through
+    the failures, and every group is read in the batches of ``group_overviews``."""
     with engine.connect() as conn:
         candidates = detect(instance, conn, settings)
-    seen: set[str] = set()
-    found: list[GroupOverview] = []
-    with engine.connect() as conn:
         held = held_parent_run_ids(conn)
     reads = DagsterReads(instance)
     reads.prefetch_groups([c.run_id for c in candidates] + held)
-    for candidate in candidates:
-        overview = group_overview(
-            instance, engine, candidate.run_id, settings, candidate=candidate, reads=reads
-        )
+    listed = group_overviews(
+        instance, engine, [(c.run_id, c) for c in candidates], settings, reads=reads
+    )
+    seen: set[str] = set()
+    found: list[GroupOverview] = []
+    for overview in listed:
         if overview.root_run_id not in seen and overview.state != "abandoned":
             seen.add(overview.root_run_id)
             found.append(overview)
-    for run_id in held:
-        known = reads.group(run_id)
-        if known is not None and known[0] in seen:
-            continue  # listed already, as a candidate
-        try:
-            overview = group_overview(instance, engine, run_id, settings, reads=reads)
-        except OrbitError:  # the run was deleted from Dagster's storage
-            continue
+    # Held runs of groups not listed already (as a candidate); a run deleted from Dagster's
+    # storage was not prefetched and is left out.
+    rest = [
+        run_id for run_id in held if (known := reads.group(run_id)) is None or known[0] not in seen
+    ]
+    for overview in group_overviews(
+        instance, engine, [(run_id, None) for run_id in rest], settings, reads=reads
+    ):
         if overview.root_run_id not in seen and overview.state in _INTERRUPTED:
             seen.add(overview.root_run_id)
             found.append(overview)

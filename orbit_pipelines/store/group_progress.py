@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, func, select, text
+from sqlalchemy import Connection, and_, func, or_, select, text
 
+from orbit_pipelines.store.effect_ledger import OpenEffect
+from orbit_pipelines.store.heartbeats import Heartbeat
 from orbit_pipelines.store.named_sql import load_sql
-from orbit_pipelines.store.tables import effects, recoveries, step_rows
+from orbit_pipelines.store.recoveries import GroupControl, Recovery
+from orbit_pipelines.store.tables import effects, heartbeats, recoveries, run_groups, step_rows
 
 
 @dataclass(frozen=True)
@@ -71,3 +75,100 @@ def last_done_row_in_order(conn: Connection, root_run_id: str, step_key: str) ->
     if row is None:
         return None
     return DoneRow(step_key, row[0], row[1] if row[1] is not None else row[2])
+
+
+# --- many groups at once (``orbit check-interrupted`` at deployment scale) ---
+
+
+@dataclass(frozen=True)
+class GroupsProgress:
+    """What the ledger knows about a set of run groups, read in seven queries whatever
+    their number: the batched form of ``heartbeats_for_group``, ``row_counts_by_step``,
+    ``recoveries_for_group``, ``group_control``, ``effects_in_doubt`` and
+    ``effects_by_status``, with the same definitions and orders."""
+
+    beats: dict[str, list[Heartbeat]]
+    row_counts: dict[str, dict[str, dict[str, int]]]
+    recoveries: dict[str, list[Recovery]]
+    controls: dict[str, GroupControl]
+    in_doubt: dict[str, list[OpenEffect]]
+    effect_counts: dict[str, dict[str, int]]
+
+
+def groups_progress(conn: Connection, root_run_ids: Iterable[str]) -> GroupsProgress:
+    """The ledger's view of every group in ``root_run_ids`` (one query per table)."""
+    roots = sorted(set(root_run_ids))
+    progress = GroupsProgress({}, {}, {}, {}, {}, {})
+    if not roots:
+        return progress
+    for row in conn.execute(
+        select(heartbeats).where(heartbeats.c.root_run_id.in_(roots))
+    ).mappings():
+        progress.beats.setdefault(row["root_run_id"], []).append(Heartbeat(**dict(row)))
+    for root, step_key, status, n in conn.execute(
+        select(step_rows.c.root_run_id, step_rows.c.step_key, step_rows.c.status, func.count())
+        .where(step_rows.c.root_run_id.in_(roots))
+        .group_by(step_rows.c.root_run_id, step_rows.c.step_key, step_rows.c.status)
+    ):
+        progress.row_counts.setdefault(root, {}).setdefault(step_key, {})[status] = int(n)
+    for row in conn.execute(
+        select(recoveries)
+        .where(recoveries.c.root_run_id.in_(roots))
+        .order_by(recoveries.c.recovery_id)
+    ).mappings():
+        progress.recoveries.setdefault(row["root_run_id"], []).append(Recovery(**dict(row)))
+    for row in conn.execute(
+        select(run_groups).where(run_groups.c.root_run_id.in_(roots))
+    ).mappings():
+        progress.controls[row["root_run_id"]] = GroupControl(
+            row["auto_recover"], row["abandoned_at"], row["note"]
+        )
+    # Same columns, condition and order as effect_ledger.effects_in_doubt.
+    open_rows = conn.execute(
+        select(
+            effects.c.effect_key,
+            effects.c.root_run_id,
+            effects.c.step_key,
+            effects.c.row_key,
+            effects.c.receiver,
+            effects.c.status,
+            effects.c.attempts,
+            effects.c.run_id,
+            effects.c.updated_at,
+        )
+        .where(
+            effects.c.root_run_id.in_(roots),
+            or_(
+                effects.c.status == "in_doubt",
+                and_(effects.c.status == "intent", effects.c.receiver != "idempotent"),
+            ),
+        )
+        .order_by(effects.c.effect_key)
+    )
+    for open_row in open_rows:
+        effect = OpenEffect(*open_row)
+        progress.in_doubt.setdefault(effect.root_run_id, []).append(effect)
+    for root, status, n in conn.execute(
+        select(effects.c.root_run_id, effects.c.status, func.count())
+        .where(effects.c.root_run_id.in_(roots))
+        .group_by(effects.c.root_run_id, effects.c.status)
+    ):
+        progress.effect_counts.setdefault(root, {})[status] = int(n)
+    return progress
+
+
+def last_done_rows_in_order(
+    conn: Connection, wanted: Iterable[tuple[str, str]]
+) -> dict[tuple[str, str], DoneRow]:
+    """``last_done_row_in_order`` for many (root run id, step key) pairs in one query."""
+    pairs = sorted(set(wanted))
+    if not pairs:
+        return {}
+    sql = load_sql("last_done_rows").replace("%(roots)s", ":roots").replace("%(steps)s", ":steps")
+    rows = conn.execute(
+        text(sql), {"roots": [root for root, _ in pairs], "steps": [step for _, step in pairs]}
+    )
+    return {
+        (root, step): DoneRow(step, row_key, result if result is not None else effect_result)
+        for root, step, row_key, result, effect_result in rows
+    }
