@@ -1,4 +1,4 @@
-"""`orbit db upgrade`, `orbit db check` and `orbit db prune`."""
+"""`orbit db upgrade`, `orbit db check`, `orbit db prune` and `orbit db stop`."""
 
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ from typing import Any
 from orbit_pipelines.cli.database import resolve_database
 from orbit_pipelines.cli.output import EXIT_FAILURE, EXIT_OK, print_json
 from orbit_pipelines.errors import E2008_BAD_CONFIG, OrbitError
+from orbit_pipelines.store.embedded import embedded_data_dir, embedded_pid, stop_embedded
 from orbit_pipelines.store.engine import check_connection, create_store_engine
 from orbit_pipelines.store.migrations import require_current, status, upgrade
-from orbit_pipelines.store.urls import mask_url, orbit_home, resolve_url
+from orbit_pipelines.store.urls import configured_url, mask_url, orbit_home, resolve_url
 
 
 def register(subparsers: Any) -> None:
@@ -52,6 +53,39 @@ def register(subparsers: Any) -> None:
     )
     prune.add_argument("--json", action="store_true", help="print a JSON object")
     prune.set_defaults(handler=cmd_prune)
+
+    stop = db_sub.add_parser(
+        "stop",
+        help="stop the embedded Postgres under $ORBIT_HOME (the next command that needs it "
+        "starts it again); a server named by ORBIT_POSTGRES_URL is never touched",
+    )
+    stop.add_argument("--json", action="store_true", help="print a JSON object")
+    stop.set_defaults(handler=cmd_stop)
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    """Stop the embedded Postgres if it runs; say what was done either way."""
+    data_dir = embedded_data_dir()
+    pid = embedded_pid()
+    stopped = stop_embedded() if pid is not None else False
+    if stopped:
+        message = (
+            f"stopped the embedded Postgres (pid {pid}, data in {data_dir}); the next orbit "
+            "command that needs a database starts it again"
+        )
+    else:
+        message = f"the embedded Postgres (data in {data_dir}) is not running; nothing to stop"
+    if configured_url() is not None:
+        # Said, because a person who set the URL may expect `db stop` to stop that server.
+        message += (
+            "; ORBIT_POSTGRES_URL is set, and orbit never stops the server it names "
+            f"({mask_url(configured_url() or '')})"
+        )
+    if args.json:
+        print_json({"stopped": stopped, "pid": pid, "data_dir": str(data_dir), "message": message})
+    else:
+        print(message)
+    return EXIT_OK
 
 
 def cmd_upgrade(args: argparse.Namespace) -> int:

@@ -8,11 +8,16 @@ imports it when it runs, and says clearly what to install when it is absent.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from collections.abc import Callable, Mapping
 from types import ModuleType
 from typing import Any
 
 from orbit_pipelines.cli.output import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
+from orbit_pipelines.errors import OrbitError
+from orbit_pipelines.store.embedded import embedded_data_dir, embedded_pid
+from orbit_pipelines.store.urls import POSTGRES_URL_ENV, configured_url, parse_url
 
 MISSING_EXAMPLES = (
     "error: orbit demo needs the orbit_examples package, which ships with orbit_pipelines' "
@@ -75,6 +80,54 @@ def register(subparsers: Any) -> None:
     demo.set_defaults(handler=cmd_demo)
 
 
+def choose_database(
+    given: str | None,
+    env: Mapping[str, str],
+    default_env: str,
+    allowed: Callable[[str], str],
+) -> tuple[str | None, str | None]:
+    """(database name for the demo, a note for the person) from ``--database``, the demo's
+    own variable, then the database named in ``ORBIT_POSTGRES_URL``.
+
+    The demo drops and recreates its database, so the URL's database is used only when its
+    name says it is a demo database (``allowed`` accepts it); otherwise the demo says which
+    one it uses instead, on the same server, and why. None: the demo's default."""
+    if given or env.get(default_env):
+        return given or env.get(default_env), None
+    url = env.get(POSTGRES_URL_ENV)
+    if not url:
+        return None, None
+    try:
+        named = parse_url(url).database
+    except OrbitError:
+        return None, None  # the demo reports the bad URL itself, as every command does
+    if not named:
+        return None, None
+    try:
+        return allowed(named), None
+    except OrbitError:
+        return None, (
+            f"ORBIT_POSTGRES_URL names database '{named}'; the demo drops and recreates the "
+            "database it uses, so it uses its own on the same server instead "
+            "(--database orbit_demo_NAME chooses it)"
+        )
+
+
+def embedded_note(was_running: bool) -> str | None:
+    """What the demo leaves behind when it used the embedded Postgres, and how to stop it."""
+    if configured_url() is not None:
+        return None
+    pid = embedded_pid()
+    if pid is None:
+        return None
+    started = "it was running already" if was_running else "the demo started it"
+    return (
+        f"the embedded Postgres (pid {pid}, data in {embedded_data_dir()}) keeps running "
+        f"({started}) so that `orbit dev` and the commands above find the demo's runs; "
+        "stop it with `orbit db stop`"
+    )
+
+
 def _cmd_missing_examples(args: argparse.Namespace) -> int:
     print(MISSING_EXAMPLES, file=sys.stderr)
     return EXIT_FAILURE
@@ -91,23 +144,37 @@ def cmd_demo(args: argparse.Namespace) -> int:
     demo_module = _examples_demo()
     if demo_module is None:
         return _cmd_missing_examples(args)
+    chosen, note = choose_database(
+        args.database, os.environ, demo_module.DEMO_DATABASE_ENV, demo_module.demo_database_name
+    )
     options = demo_module.DemoOptions(
         orders=args.orders,
         shards=args.shards,
         kill_after_rows=args.kill_after,
         timeout_s=args.timeout,
-        database=demo_module.demo_database_name(args.database),
+        database=demo_module.demo_database_name(chosen),
         sensor_interval_s=args.sensor_interval,
     )
+
     # Progress goes to stderr so that --json leaves stdout to the report alone.
+    def log(line: str) -> None:
+        print(f"orbit demo: {line}", file=sys.stderr, flush=True)
+
+    if note:
+        log(note)
+    embedded_before = configured_url() is None and embedded_pid() is not None
     try:
-        report = demo_module.run_demo(
-            options, log=lambda line: print(f"orbit demo: {line}", file=sys.stderr, flush=True)
-        )
+        report = demo_module.run_demo(options, log=log)
     except KeyboardInterrupt:
-        print("orbit demo: interrupted; every process it started is stopped", file=sys.stderr)
+        log("interrupted; every process it started is stopped")
+        left = embedded_note(embedded_before)
+        if left:
+            log(left)
         raise
     print(report.as_json() if args.json else report.as_text(), flush=True)
+    left = embedded_note(embedded_before)
+    if left:
+        log(left)
     if report.reason is not None:
         print(f"error: orbit demo: {report.reason}", file=sys.stderr)
         return EXIT_FAILURE
