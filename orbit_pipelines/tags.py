@@ -17,10 +17,12 @@ ATTEMPT_TAG = "orbit/attempt"
 DECIDED_BY_TAG = "orbit/decided_by"
 RESTART_OF_TAG = "orbit/restart_of"
 AUTO_RECOVER_TAG = "orbit/auto_recover"
+# On a run orbit holds or does not recover: why, in words (``recovery/announce.py``).
+DECISION_TAG = "orbit/decision"
 
 # Every tag orbit writes on the runs it creates: never copied from a parent to a child.
 ORBIT_RUN_TAGS = frozenset(
-    {ROOT_RUN_TAG, RECOVERY_OF_TAG, ATTEMPT_TAG, DECIDED_BY_TAG, RESTART_OF_TAG}
+    {ROOT_RUN_TAG, RECOVERY_OF_TAG, ATTEMPT_TAG, DECIDED_BY_TAG, RESTART_OF_TAG, DECISION_TAG}
 )
 
 # Dagster's tags (dagster/_core/storage/tags.py).
@@ -42,6 +44,11 @@ BACKFILL_TAGS = frozenset({BACKFILL_TAG, PARENT_BACKFILL_TAG, ROOT_BACKFILL_TAG}
 STEP_SELECTION_TAG = "dagster/step_selection"
 WILL_RETRY_TAG = "dagster/will_retry"
 AUTO_RETRY_RUN_ID_TAG = "dagster/auto_retry_run_id"
+# Who launched a run: the UI's "Launched by" (a sensor's name; its tick links the tick).
+SENSOR_NAME_TAG = "dagster/sensor_name"
+SCHEDULE_NAME_TAG = "dagster/schedule_name"
+TICK_ID_TAG = "dagster/tick"
+INSTIGATOR_TAGS = frozenset({SENSOR_NAME_TAG, SCHEDULE_NAME_TAG, TICK_ID_TAG})
 
 
 class _RunLike(Protocol):

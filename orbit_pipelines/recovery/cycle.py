@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -16,6 +16,7 @@ from typing import Any
 from dagster import DagsterInstance, DagsterRunStatus, JobDefinition, RunsFilter
 from sqlalchemy import Engine
 
+from orbit_pipelines.recovery.announce import announce_hold, announce_not_recovering
 from orbit_pipelines.recovery.detect import Candidate
 from orbit_pipelines.recovery.launch import launch
 from orbit_pipelines.recovery.policy import Decision, decide_many
@@ -91,6 +92,7 @@ def finish_stale_launches(
     settings: RecoverySettings,
     decided_by: str,
     job_lookup: Callable[[str], JobDefinition | None] | None = None,
+    launched_by: Mapping[str, str] | None = None,
 ) -> list[Outcome]:
     """Take over launches whose launcher crashed; ``launch`` reuses the run it may have made."""
     with engine.connect() as conn:
@@ -108,6 +110,7 @@ def finish_stale_launches(
                 attempt=row.attempt,
                 job_def=job_lookup(row.job_name) if job_lookup else None,
                 settings=settings,
+                launched_by=launched_by,
             )
         except Exception as error:
             done.append(Outcome(row.parent_run_id, row.reason, "error", f"takeover: {error}"))
@@ -136,8 +139,13 @@ def run_cycle(
     log: Any = None,
     max_launches: int | None = None,
     scanner: str | None = None,
+    launched_by: Mapping[str, str] | None = None,
 ) -> list[Outcome]:
     """Detect and handle every run that needs recovery; returns what was decided.
+
+    ``launched_by``: the tags that name the sensor launching the recovery runs in the UI
+    (``announce.launched_by_tags``). Every launch, hold and "not recovering" is also written
+    into the event log of the run it is about (``announce``).
 
     ``scanner`` names the failure cursor (default ``decided_by``); give each job filter its
     own. Every decision is remembered (``orbit.recovery_decisions``) before the cursor
@@ -148,7 +156,9 @@ def run_cycle(
     log = log or logging.getLogger(__name__)
     started = time.monotonic()
     outcomes = record_finished(instance, engine)
-    outcomes += finish_stale_launches(instance, engine, settings, decided_by, job_lookup)
+    outcomes += finish_stale_launches(
+        instance, engine, settings, decided_by, job_lookup, launched_by
+    )
     with engine.begin() as conn:
         found = scan(instance, conn, settings, scanner=scanner or decided_by, keep=job_filter)
     with engine.connect() as conn:
@@ -172,7 +182,7 @@ def run_cycle(
             continue
         try:
             outcome, detail = _handle(
-                instance, engine, settings, candidate, decision, decided_by, job_lookup
+                instance, engine, settings, candidate, decision, decided_by, job_lookup, launched_by
             )
             launched += outcome.action == "launched"
             remembered.append(_row(candidate, decision, decided_by))
@@ -208,6 +218,16 @@ def run_cycle(
         replace(o, action="lost_race") if o.action == "held" and o.run_id not in claimed else o
         for o in outcomes
     ]
+    for hold in holds:
+        if hold["parent_run_id"] in claimed:
+            announce_hold(
+                instance,
+                str(hold["parent_run_id"]),
+                reason=str(hold["reason"]),
+                detail=str(hold["detail"]),
+                why=next(o.message for o in outcomes if o.run_id == hold["parent_run_id"]),
+                decided_by=decided_by,
+            )
     for outcome in outcomes:
         log.info(outcome.line())
     return outcomes
@@ -257,6 +277,7 @@ def _handle(
     decision: Decision,
     decided_by: str,
     job_lookup: Callable[[str], JobDefinition | None] | None,
+    launched_by: Mapping[str, str] | None = None,
 ) -> tuple[Outcome, str]:
     """Settle the run and act on the decision; returns the outcome and the detail (with
     what settling did). A hold is only reported here: the caller claims it."""
@@ -264,6 +285,14 @@ def _handle(
         if candidate.reason == "dead":
             # Even with recovery off, a dead run must not pretend to be running.
             mark_failed(instance, candidate.run_id, candidate.reason, candidate.detail)
+        announce_not_recovering(
+            instance,
+            candidate.run_id,
+            reason=candidate.reason,
+            detail=candidate.detail,
+            why=decision.why,
+            decided_by=decided_by,
+        )
         return Outcome(
             candidate.run_id, candidate.reason, "skipped", decision.why
         ), candidate.detail
@@ -287,6 +316,7 @@ def _handle(
         attempt=decision.attempt,
         job_def=job_lookup(candidate.job_name) if job_lookup else None,
         settings=settings,
+        launched_by=launched_by,
     )
     outcome = Outcome(
         candidate.run_id,

@@ -14,6 +14,7 @@ launcher that takes over a crashed launcher's row cannot create a second run.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from dagster import (
@@ -27,6 +28,7 @@ from sqlalchemy import Engine
 
 from orbit_pipelines.errors import E2008_BAD_CONFIG, E4010_NOT_RECOVERABLE, OrbitError
 from orbit_pipelines.recovery import dagster_private as dp
+from orbit_pipelines.recovery.announce import announce_launch, announce_recovery_run
 from orbit_pipelines.recovery.child_run import (
     child_run_tags,
     create_run_like,
@@ -47,6 +49,7 @@ from orbit_pipelines.store.recoveries import (
 from orbit_pipelines.tags import (
     ATTEMPT_TAG,
     DECIDED_BY_TAG,
+    INSTIGATOR_TAGS,
     PARENT_RUN_ID_TAG,
     RECOVERY_OF_TAG,
     RESUME_RETRY_TAG,
@@ -89,12 +92,17 @@ def launch(
     job_def: JobDefinition | None = None,
     settings: RecoverySettings | None = None,
     release_held: bool = False,
+    launched_by: Mapping[str, str] | None = None,
 ) -> LaunchResult:
     """Re-execute ``parent_run_id`` from failure, unless someone already did.
 
     ``job_def`` is the parent's job when the caller has it loaded (the sensor does); otherwise
     it is loaded from the parent's code origin. ``release_held`` lets a person (the CLI)
-    launch a run that policy held. Raises OrbitError E-4010 when the run cannot be re-executed.
+    launch a run that policy held. ``launched_by``: the tags naming the sensor (and its tick)
+    that launches the run, for the UI's "Launched by" (``announce.launched_by_tags``); without
+    them the run shows as launched by hand, which is what a CLI launch is. The decision is
+    written into the parent's and the recovery run's event logs (``announce``). Raises
+    OrbitError E-4010 when the run cannot be re-executed.
     """
     settings = settings or RecoverySettings()
     parent = instance.get_run_by_id(parent_run_id)
@@ -147,7 +155,7 @@ def launch(
             f"{existing.decided_by if existing else '?'})",
         )
     try:
-        run_id = _create_and_submit(instance, parent, row, job_def)
+        run_id = _create_and_submit(instance, parent, row, job_def, launched_by or {})
     except Exception as error:
         with engine.begin() as conn:
             mark_launch_failed(conn, parent_run_id=parent_run_id, outcome=f"launch failed: {error}")
@@ -155,18 +163,41 @@ def launch(
     with engine.begin() as conn:
         mark_launched(conn, parent_run_id=parent_run_id, recovery_run_id=run_id)
         launched = get_recovery(conn, parent_run_id)
+    announce_launch(
+        instance,
+        parent,
+        run_id,
+        reason=row.reason,
+        detail=row.detail,
+        attempt=row.attempt,
+        decided_by=row.decided_by,
+    )
     return LaunchResult(True, launched, run_id, f"launched {run_id} (attempt {row.attempt})")
 
 
 def _create_and_submit(
-    instance: DagsterInstance, parent: DagsterRun, row: Recovery, job_def: JobDefinition | None
+    instance: DagsterInstance,
+    parent: DagsterRun,
+    row: Recovery,
+    job_def: JobDefinition | None,
+    launched_by: Mapping[str, str],
 ) -> str:
     run_id = recovery_run_id_for(parent.run_id)
     existing = instance.get_run_by_id(run_id)
     if existing is None:
-        _create_run(instance, parent, row, run_id, job_def)
+        _create_run(instance, parent, row, run_id, job_def, launched_by)
         existing = instance.get_run_by_id(run_id)
         mark_retried(instance, parent, run_id)
+        if existing is not None:
+            announce_recovery_run(
+                instance,
+                existing,
+                parent.run_id,
+                reason=row.reason,
+                detail=row.detail,
+                attempt=row.attempt,
+                decided_by=row.decided_by,
+            )
     if existing is not None and existing.status == DagsterRunStatus.NOT_STARTED:
         # QueuedRunCoordinator.submit_run only enqueues; it never uses the workspace.
         instance.submit_run(run_id, workspace=None)  # type: ignore[arg-type]
@@ -179,6 +210,7 @@ def _create_run(
     row: Recovery,
     run_id: str,
     job_def: JobDefinition | None,
+    launched_by: Mapping[str, str],
 ) -> None:
     if parent.remote_job_origin is None or parent.job_code_origin is None:
         raise OrbitError(
@@ -201,8 +233,12 @@ def _create_run(
         )
     subset = selected_subset(job_def, parent)
     root_run_id = root_run_id_of(parent)
+    # Who launched the parent (a user's sensor or schedule) did not launch this run: the UI
+    # would say so under "Launched by" and link the other instigator's tick.
+    kept = child_run_tags(instance, job_def, parent)
     tags = {
-        **child_run_tags(instance, job_def, parent),
+        **{k: v for k, v in kept.items() if k not in INSTIGATOR_TAGS},
+        **launched_by,
         PARENT_RUN_ID_TAG: parent.run_id,
         ROOT_RUN_ID_TAG: root_run_id,
         RESUME_RETRY_TAG: "true",

@@ -16,6 +16,7 @@ from dagster import (
 )
 
 from orbit_pipelines.dagster_io.resources import OrbitStore
+from orbit_pipelines.recovery.announce import launched_by_tags
 from orbit_pipelines.recovery.cycle import run_cycle
 from orbit_pipelines.recovery.settings import ENV_PREFIX, RecoverySettings
 
@@ -65,6 +66,8 @@ def make_recovery_sensor(
             job_filter=repository.has_job,
             job_lookup=repository.get_job,
             log=context.log,
+            # The UI then says "Launched by <this sensor>" on every recovery run it launches.
+            launched_by=launched_by_tags(name, context.log_key),
         )
         acted = [o for o in outcomes if o.action != "waiting"]
         if not outcomes:

@@ -23,6 +23,9 @@ def test_dagster_tag_names_match_dagsters_constants() -> None:
     assert tags.STEP_SELECTION_TAG == dagster_tags.STEP_SELECTION_TAG
     assert tags.WILL_RETRY_TAG == dagster_tags.WILL_RETRY_TAG
     assert tags.AUTO_RETRY_RUN_ID_TAG == dagster_tags.AUTO_RETRY_RUN_ID_TAG
+    assert tags.SENSOR_NAME_TAG == dagster_tags.SENSOR_NAME_TAG
+    assert tags.SCHEDULE_NAME_TAG == dagster_tags.SCHEDULE_NAME_TAG
+    assert tags.TICK_ID_TAG == dagster_tags.TICK_ID_TAG
 
 
 def _run(run_id: str, root: str | None = None, **run_tags: str) -> DagsterRun:

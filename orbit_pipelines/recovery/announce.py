@@ -1,0 +1,270 @@
+"""Say in the Dagster UI what orbit decided about a run, where a person looks for it.
+
+Three things, each through Dagster's own storage so that every UI and API shows them:
+
+- an ``ENGINE_EVENT`` in the event log of the run the decision is about (and of its run
+  group's root, when that is another run): the reason (dead / hung / failed) with its
+  detail, and what orbit did — the recovery run it launched, or why it holds the run and
+  what a person must do;
+- the same event on a recovery run itself, so its page says what it re-executes and why;
+- the tag ``orbit/decision`` on a held or skipped run (shown beside the run in the Runs
+  list), overwritten when the run is recovered later.
+
+Dagster shows "Launched by <sensor>" for a run tagged ``dagster/sensor_name`` (the Runs
+list) and, with ``dagster/tick`` too, on the run's page (``RunHeaderTags.tsx``, which links
+the tick); ``launched_by_tags`` builds both for a sensor evaluation.
+
+Nothing here may stop a recovery: a failure to write an event is logged and swallowed.
+Metadata carries ids and short texts only, never a URL (a database URL can hold a password).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+
+from dagster import DagsterInstance, DagsterRun, MetadataValue
+
+from orbit_pipelines.recovery import dagster_private as dp
+from orbit_pipelines.store.urls import mask_secrets
+from orbit_pipelines.tags import DECISION_TAG, SENSOR_NAME_TAG, TICK_ID_TAG, root_run_id_of
+
+_log = logging.getLogger(__name__)
+
+# Every orbit event message starts so: a person can filter the event log by it.
+PREFIX = "orbit recovery"
+# Dagster stores tag values of any length, but the Runs list shows one line.
+_TAG_LIMIT = 240
+
+
+def launched_by_tags(sensor_name: str, log_key: Sequence[str] | None) -> dict[str, str]:
+    """The tags that make Dagster's UI say a run was launched by ``sensor_name``.
+
+    The daemon evaluates a sensor with the log key ``[repository, sensor, tick id]``; the
+    tick id is only taken when it is one (an evaluation outside the daemon, e.g. a test's
+    ``build_sensor_context``, gets a timestamp there instead).
+    """
+    tags = {SENSOR_NAME_TAG: sensor_name}
+    if log_key and len(log_key) >= 3 and str(log_key[-1]).isdigit():
+        tags[TICK_ID_TAG] = str(log_key[-1])
+    return tags
+
+
+def who(decided_by: str) -> str:
+    """``sensor:orbit_recovery`` -> "the recovery sensor orbit_recovery"; ``cli`` -> "the
+    orbit CLI (a person)"."""
+    kind, _, name = decided_by.partition(":")
+    if kind == "sensor":
+        return f"the recovery sensor {name}" if name else "the recovery sensor"
+    if kind == "cli":
+        return "the orbit CLI (a person)"
+    return decided_by
+
+
+def what_to_do(why: str, run_id: str) -> str:
+    """What a person must do about a run orbit holds or does not recover, from the policy's
+    reason (``policy.decide_with`` words them)."""
+    if "in doubt" in why:
+        return (
+            "check each effect with its receiver, then record what happened: "
+            "`orbit effects resolve KEY --succeeded|--failed`; the sensor resumes the run "
+            "at its next tick once nothing is in doubt"
+        )
+    if "attempt budget" in why:
+        return (
+            f"find why every attempt failed, then `orbit resume {run_id}` for one more attempt, "
+            f"`orbit restart {run_id}` to start over, or `orbit cancel {run_id}`"
+        )
+    if "never retried" in why:
+        return f"fix the cause, then `orbit resume {run_id}` (or `orbit cancel {run_id}`)"
+    if "abandoned" in why:
+        return f"nothing, unless it was a mistake: `orbit resume {run_id}` recovers it"
+    return f"`orbit resume {run_id}` recovers it by hand; or switch automatic recovery back on"
+
+
+def _cause(reason: str, detail: str) -> str:
+    # The detail of a hold carries the policy's words after " | held: "; said separately.
+    detail = detail.split(" | held: ")[0].strip()
+    return f"{reason} ({detail})" if detail else reason
+
+
+def announce_launch(
+    instance: DagsterInstance,
+    parent: DagsterRun,
+    recovery_run_id: str,
+    *,
+    reason: str,
+    detail: str,
+    attempt: int,
+    decided_by: str,
+) -> None:
+    """Write the launch decision into the parent's (and root's) event log; a decision tag
+    the parent carries from an earlier hold is overwritten."""
+    by = who(decided_by)
+    _event(
+        instance,
+        parent,
+        f"{PREFIX}: run {parent.run_id} was {_cause(reason, detail)}. {_upper(by)} "
+        f"launched recovery run {recovery_run_id} (attempt {attempt}), which re-executes it "
+        "from the point of failure.",
+        _launch_metadata(reason, detail, attempt, decided_by)
+        | {"recovery_run": MetadataValue.dagster_run(recovery_run_id)},
+        also_root=True,
+    )
+    if DECISION_TAG in parent.tags:
+        _tag(instance, parent.run_id, f"recovered: {by} launched {recovery_run_id}")
+
+
+def announce_recovery_run(
+    instance: DagsterInstance,
+    recovery_run: DagsterRun,
+    parent_run_id: str,
+    *,
+    reason: str,
+    detail: str,
+    attempt: int,
+    decided_by: str,
+) -> None:
+    """Write into a new recovery run's event log (before it is queued, so it comes first)
+    who launched it, what it re-executes and why."""
+    _event(
+        instance,
+        recovery_run,
+        f"{PREFIX}: this run was launched by {who(decided_by)} (attempt {attempt}): run "
+        f"{parent_run_id} was {_cause(reason, detail)}; this run re-executes it from the point "
+        "of failure.",
+        _launch_metadata(reason, detail, attempt, decided_by)
+        | {"recovery_of": MetadataValue.dagster_run(parent_run_id)},
+        also_root=False,
+    )
+
+
+def _launch_metadata(reason: str, detail: str, attempt: int, decided_by: str) -> dict[str, object]:
+    return {
+        "reason": reason,
+        "detail": detail.split(" | held: ")[0],
+        "action": "launched",
+        "attempt": attempt,
+        "decided_by": decided_by,
+    }
+
+
+def announce_hold(
+    instance: DagsterInstance,
+    run_id: str,
+    *,
+    reason: str,
+    detail: str,
+    why: str,
+    decided_by: str,
+) -> None:
+    """Write a hold (a person must act) into the run's (and root's) event log and tag it."""
+    run = instance.get_run_by_id(run_id)
+    if run is None:
+        return
+    todo = what_to_do(why, run_id)
+    by = who(decided_by)
+    _event(
+        instance,
+        run,
+        f"{PREFIX}: run {run_id} was {_cause(reason, detail)}. {_upper(by)} holds it: "
+        f"{why}. What to do: {todo}.",
+        {
+            "reason": reason,
+            "detail": detail.split(" | held: ")[0],
+            "action": "held",
+            "why": why,
+            "what_to_do": todo,
+            "decided_by": decided_by,
+        },
+        also_root=True,
+    )
+    _tag(instance, run_id, f"held ({reason}): {why}")
+
+
+def announce_not_recovering(
+    instance: DagsterInstance,
+    run_id: str,
+    *,
+    reason: str,
+    detail: str,
+    why: str,
+    decided_by: str,
+) -> None:
+    """Write "not recovering" (automatic recovery is switched off for it) into the run's
+    event log and tag it, once per reason: a skip decided again says nothing new."""
+    run = instance.get_run_by_id(run_id)
+    value = _tag_value(f"not recovering ({reason}): {why}")
+    if run is None or run.tags.get(DECISION_TAG) == value:
+        return
+    todo = what_to_do(why, run_id)
+    _event(
+        instance,
+        run,
+        f"{PREFIX}: run {run_id} was {_cause(reason, detail)}. {_upper(who(decided_by))} "
+        f"does not recover it: {why}. What to do: {todo}.",
+        {
+            "reason": reason,
+            "detail": detail,
+            "action": "not recovering",
+            "why": why,
+            "what_to_do": todo,
+            "decided_by": decided_by,
+        },
+        also_root=True,
+    )
+    _tag(instance, run_id, value)
+
+
+def _upper(text: str) -> str:
+    # str.capitalize() would lower "CLI".
+    return text[:1].upper() + text[1:]
+
+
+def _tag_value(text: str) -> str:
+    text = mask_secrets(" ".join(text.split()))
+    return text if len(text) <= _TAG_LIMIT else text[: _TAG_LIMIT - 1] + "…"
+
+
+def _tag(instance: DagsterInstance, run_id: str, text: str) -> None:
+    try:
+        instance.add_run_tags(run_id, {DECISION_TAG: _tag_value(text)})
+    except Exception:  # the decision stands; only its display failed
+        _log.exception("could not tag run %s with orbit's decision", run_id)
+
+
+def _event(
+    instance: DagsterInstance,
+    run: DagsterRun,
+    message: str,
+    metadata: Mapping[str, object],
+    *,
+    also_root: bool,
+) -> None:
+    """One engine event on ``run`` (and on its root when ``also_root`` and that differs)."""
+    values = {
+        k: v if isinstance(v, MetadataValue) else _text(v)
+        for k, v in metadata.items()
+        if v not in (None, "")
+    }
+    data = dp.EngineEventData(metadata=values)
+    message = mask_secrets(message)
+    targets = [run.run_id]
+    root = root_run_id_of(run)
+    if also_root and root != run.run_id:
+        targets.append(root)
+    for run_id in targets:
+        try:
+            instance.report_engine_event(
+                message, run_id=run_id, job_name=run.job_name, engine_event_data=data
+            )
+        except Exception:  # the decision stands; only its display failed
+            _log.exception("could not write orbit's decision to the event log of %s", run_id)
+
+
+def _text(value: object) -> MetadataValue:
+    if isinstance(value, bool):
+        return MetadataValue.bool(value)
+    if isinstance(value, int):
+        return MetadataValue.int(value)
+    return MetadataValue.text(mask_secrets(str(value)))
