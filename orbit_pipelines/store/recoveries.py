@@ -161,11 +161,19 @@ def mark_finished(conn: Connection, *, parent_run_id: str, status: str, outcome:
 
 
 def mark_launch_failed(conn: Connection, *, parent_run_id: str, outcome: str) -> None:
-    """The launch itself failed: hold the row for a person, with the error as outcome."""
+    """The launch itself failed: hold the row for a person, with the error as outcome and
+    as the hold's reason (what ``check-interrupted`` shows after ``| held:``; an earlier
+    hold's reason, from before a person's ``orbit resume``, is replaced)."""
     conn.execute(
         update(recoveries)
         .where(recoveries.c.parent_run_id == parent_run_id, recoveries.c.status == "launching")
-        .values(status="held", outcome=outcome)
+        .values(
+            status="held",
+            outcome=outcome,
+            detail=func.concat(
+                func.split_part(recoveries.c.detail, " | held: ", 1), " | held: ", outcome
+            ),
+        )
     )
 
 
@@ -559,7 +567,13 @@ def release_effect_holds(conn: Connection, root_run_ids: Sequence[str] | None = 
     released = list(
         conn.execute(
             delete(recoveries)
-            .where(recoveries.c.status == "held", held.exists())
+            .where(
+                recoveries.c.status == "held",
+                # Still held for effects: a failed launch after a person's resume replaced
+                # the reason (mark_launch_failed) and waits for a person, not for effects.
+                recoveries.c.detail.like(f"%| held: %{EFFECTS_HOLD_MARK}%"),
+                held.exists(),
+            )
             .returning(recoveries.c.parent_run_id)
         ).scalars()
     )

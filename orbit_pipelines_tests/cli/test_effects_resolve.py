@@ -20,6 +20,7 @@ from orbit_pipelines.store.recoveries import (
     due_decisions,
     get_decision,
     get_recovery,
+    mark_launch_failed,
     policy_facts,
     recoveries_for_group,
     release_effect_holds,
@@ -134,6 +135,25 @@ def test_a_hold_a_person_resumed_is_not_released(engine: Engine) -> None:
     with engine.connect() as conn:
         row = get_recovery(conn, "g")
         assert row is not None and row.status == "launching"
+
+
+def test_a_failed_launch_is_held_with_its_error_and_a_resume_clears_it(engine: Engine) -> None:
+    with engine.begin() as conn:
+        _hold(conn, "g", "g", "1 side effect(s) in doubt: ...", "final")
+        assert take_over(
+            conn, parent_run_id="g", decided_by="cli", stale_after_s=60, from_held=True
+        )
+        mark_launch_failed(conn, parent_run_id="g", outcome="launch failed: E-2008 X is not set")
+        held = get_recovery(conn, "g")
+        assert held is not None and held.status == "held"
+        # The hold says why now (the launch), not the earlier reason.
+        assert held.detail == "worker gone | held: launch failed: E-2008 X is not set"
+        # Nothing is in doubt, but this hold waits for a person, not for effects.
+        assert release_effect_holds(conn) == []
+        again = take_over(
+            conn, parent_run_id="g", decided_by="cli", stale_after_s=60, from_held=True
+        )
+        assert again is not None and (again.status, again.outcome) == ("launching", None)
 
 
 def test_due_decisions_release_effects_settled_outside_the_cli(engine: Engine) -> None:
