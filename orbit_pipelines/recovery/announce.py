@@ -21,11 +21,14 @@ Metadata carries ids and short texts only, never a URL (a database URL can hold 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping, Sequence
 
 from dagster import DagsterInstance, DagsterRun, MetadataValue
 
+from orbit_pipelines.errors import lookup
 from orbit_pipelines.recovery import dagster_private as dp
+from orbit_pipelines.recovery.explain import first_line
 from orbit_pipelines.store.urls import mask_secrets
 from orbit_pipelines.tags import DECISION_TAG, SENSOR_NAME_TAG, TICK_ID_TAG, root_run_id_of
 
@@ -35,6 +38,10 @@ _log = logging.getLogger(__name__)
 PREFIX = "orbit recovery"
 # Dagster stores tag values of any length, but the Runs list shows one line.
 _TAG_LIMIT = 240
+# Dagster's wrapper around an op's own exception says nothing about the cause.
+# "OrbitError: E-3001 ...": the code says what the class name would.
+_CODED_CLASS = re.compile(r"\b[A-Z]\w*(?:Error|Exception): (?=E-\d{4})")
+_WRAPPER = re.compile(r'(?:\w+: )?Error occurred while executing (?:op|asset) "[^"]*":?\s*')
 
 
 def launched_by_tags(sensor_name: str, log_key: Sequence[str] | None) -> dict[str, str]:
@@ -82,9 +89,24 @@ def what_to_do(why: str, run_id: str) -> str:
     return f"`orbit resume {run_id}` recovers it by hand; or switch automatic recovery back on"
 
 
+def readable_detail(detail: str, code: str | None = None) -> str:
+    """``detail`` as a person reads it: its first line, no class path or traceback, not
+    Dagster's wrapper sentence ("Error occurred while executing op ..."), and the error
+    code with its title when it is known and not said yet.
+
+    A hold's detail carries the policy's words after `` | held: ``; they are said apart.
+    """
+    text = first_line(detail.split(" | held: ")[0], limit=300)
+    text = _WRAPPER.sub("", text).strip().rstrip(":").strip()
+    text = _CODED_CLASS.sub("", text)
+    if code and code not in text:
+        known = lookup(code)
+        said = f"{code} ({known.title})" if known else code
+        text = f"{text}: {said}" if text else said
+    return text
+
+
 def _cause(reason: str, detail: str) -> str:
-    # The detail of a hold carries the policy's words after " | held: "; said separately.
-    detail = detail.split(" | held: ")[0].strip()
     return f"{reason} ({detail})" if detail else reason
 
 
@@ -101,6 +123,7 @@ def announce_launch(
     """Write the launch decision into the parent's (and root's) event log; a decision tag
     the parent carries from an earlier hold is overwritten."""
     by = who(decided_by)
+    detail = readable_detail(detail)
     _event(
         instance,
         parent,
@@ -127,6 +150,7 @@ def announce_recovery_run(
 ) -> None:
     """Write into a new recovery run's event log (before it is queued, so it comes first)
     who launched it, what it re-executes and why."""
+    detail = readable_detail(detail)
     _event(
         instance,
         recovery_run,
@@ -142,7 +166,7 @@ def announce_recovery_run(
 def _launch_metadata(reason: str, detail: str, attempt: int, decided_by: str) -> dict[str, object]:
     return {
         "reason": reason,
-        "detail": detail.split(" | held: ")[0],
+        "detail": detail,
         "action": "launched",
         "attempt": attempt,
         "decided_by": decided_by,
@@ -157,11 +181,13 @@ def announce_hold(
     detail: str,
     why: str,
     decided_by: str,
+    error_code: str | None = None,
 ) -> None:
     """Write a hold (a person must act) into the run's (and root's) event log and tag it."""
     run = instance.get_run_by_id(run_id)
     if run is None:
         return
+    detail = readable_detail(detail, error_code)
     todo = what_to_do(why, run_id)
     by = who(decided_by)
     _event(
@@ -171,7 +197,7 @@ def announce_hold(
         f"{why}. What to do: {todo}.",
         {
             "reason": reason,
-            "detail": detail.split(" | held: ")[0],
+            "detail": detail,
             "action": "held",
             "why": why,
             "what_to_do": todo,
@@ -190,9 +216,11 @@ def announce_not_recovering(
     detail: str,
     why: str,
     decided_by: str,
+    error_code: str | None = None,
 ) -> None:
     """Write "not recovering" (automatic recovery is switched off for it) into the run's
     event log and tag it, once per reason: a skip decided again says nothing new."""
+    detail = readable_detail(detail, error_code)
     run = instance.get_run_by_id(run_id)
     value = _tag_value(f"not recovering ({reason}): {why}")
     if run is None or run.tags.get(DECISION_TAG) == value:

@@ -166,6 +166,7 @@ def run_cycle(
     launched = 0
     remembered: list[dict[str, object]] = []
     holds: list[dict[str, object]] = []
+    codes: dict[str, str | None] = {}  # the error code of each hold, for its announcement
     for candidate, decision in zip(found.candidates, decisions, strict=True):
         over_time = time.monotonic() - started > 2 * TIME_BUDGET_S
         if (max_launches is not None and launched >= max_launches) or over_time:
@@ -188,6 +189,7 @@ def run_cycle(
             remembered.append(_row(candidate, decision, decided_by))
             if outcome.action == "held":
                 holds.append(_hold_row(candidate, decision, detail, decided_by))
+                codes[candidate.run_id] = candidate.error_code
         except Exception as error:  # one bad run must not stop the others' recovery
             log.exception("recovery of run %s failed", candidate.run_id)
             outcome = Outcome(
@@ -227,6 +229,7 @@ def run_cycle(
                 detail=str(hold["detail"]),
                 why=next(o.message for o in outcomes if o.run_id == hold["parent_run_id"]),
                 decided_by=decided_by,
+                error_code=codes.get(str(hold["parent_run_id"])),
             )
     for outcome in outcomes:
         log.info(outcome.line())
@@ -292,6 +295,7 @@ def _handle(
             detail=candidate.detail,
             why=decision.why,
             decided_by=decided_by,
+            error_code=candidate.error_code,
         )
         return Outcome(
             candidate.run_id, candidate.reason, "skipped", decision.why

@@ -12,6 +12,7 @@ from orbit_pipelines.recovery.announce import (
     PREFIX,
     announce_not_recovering,
     launched_by_tags,
+    readable_detail,
 )
 from orbit_pipelines.recovery.cycle import run_cycle
 from orbit_pipelines.recovery.settings import RecoverySettings
@@ -95,3 +96,18 @@ def test_launched_by_tags_take_the_tick_only_from_a_daemon_evaluation() -> None:
     local = launched_by_tags("orbit_recovery", ["repo", "orbit_recovery", "20261201_140000"])
     assert local == {"dagster/sensor_name": "orbit_recovery"}
     assert launched_by_tags("s", None) == {"dagster/sensor_name": "s"}
+
+
+def test_a_detail_is_shown_without_class_paths_or_dagsters_wrapper() -> None:
+    wrapped = (
+        "step process_rows failed: dagster._core.errors.DagsterExecutionStepExecutionError: "
+        'Error occurred while executing op "process_rows":'
+    )
+    assert (
+        readable_detail(wrapped, "E-1013")
+        == "step process_rows failed: E-1013 (row key is missing)"
+    )
+    coded = "step ship failed: orbit_pipelines.errors.OrbitError: E-3001 UPS API timeout"
+    assert readable_detail(coded, "E-3001") == "step ship failed: E-3001 UPS API timeout"
+    dead = "worker process gone on vm: process_rows (pid 19542) | held: attempt budget used up"
+    assert readable_detail(dead) == "worker process gone on vm: process_rows (pid 19542)"
