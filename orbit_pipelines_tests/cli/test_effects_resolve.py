@@ -25,6 +25,7 @@ from orbit_pipelines.store.recoveries import (
     recoveries_for_group,
     release_effect_holds,
     save_decisions,
+    set_auto_recovery,
     take_over,
 )
 from orbit_pipelines_tests.cli.conftest import CliResult
@@ -253,3 +254,30 @@ def test_resolving_the_effect_in_doubt_lets_the_sensor_resume_the_group(
     final = json.loads(orbit_cli("status", run_id, "--json").stdout)
     assert final["in_doubt"] == [] and final["state"] == "succeeded", final
     assert orbit_cli("check-interrupted").returncode == 0
+
+
+def test_resolve_says_what_happens_next(
+    dagster_home: Path, engine: Engine, orbit_cli: Callable[..., CliResult]
+) -> None:
+    with engine.begin() as conn:
+        _effect(conn, "g/send/sms-1", "g")
+        _effect(conn, "g/send/sms-2", "g")
+        _hold(conn, "g", "g", "2 side effect(s) in doubt: ...", "final")
+        set_auto_recovery(conn, False)
+
+    first = orbit_cli("effects", "resolve", "g/send/sms-1", "--failed", "--json")
+    assert first.returncode == 0, first.stderr
+    body = json.loads(first.stdout)
+    assert (body["still_in_doubt"], body["released"]) == (["g/send/sms-2"], [])
+    assert "1 side effect(s) still in doubt in run group g: g/send/sms-2" in body["next"]
+
+    last = orbit_cli("effects", "resolve", "g/send/sms-2", "--succeeded")
+    assert last.returncode == 0, last.stderr
+    assert "effect g/send/sms-2 settled as succeeded" in last.stdout
+    assert (
+        "nothing left in doubt, but automatic recovery is off everywhere "
+        "(orbit.settings auto_recovery=false): the recovery sensor will not resume run group "
+        "g; resume it yourself: orbit resume g" in last.stdout
+    )
+    unknown = orbit_cli("effects", "resolve", "g/send/sms-2", "--succeeded")
+    assert unknown.returncode == 1 and "is not in doubt" in unknown.stderr
