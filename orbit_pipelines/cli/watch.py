@@ -127,6 +127,8 @@ class _Screen:
         if self.tty:
             if self.drawn:
                 self.out.write(f"\x1b[{self.drawn}F")  # back to the first line drawn
+                # Fewer steps running than last time: blank the lines left below.
+                lines = lines + [""] * (self.drawn - len(lines))
             for line in lines:
                 self.out.write(f"\x1b[2K{line}\n")
             self.drawn = len(lines)

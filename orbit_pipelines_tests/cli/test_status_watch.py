@@ -4,6 +4,7 @@ Ctrl-C that stops watching cleanly."""
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import signal
@@ -16,7 +17,7 @@ import pytest
 from dagster import DagsterRunStatus
 from sqlalchemy import Engine
 
-from orbit_pipelines.cli.watch import _Rates, step_line
+from orbit_pipelines.cli.watch import _Rates, _Screen, step_line
 from orbit_pipelines.recovery.overview import StepView
 from orbit_pipelines.store.heartbeats import Heartbeat
 from orbit_pipelines_tests.processes import ChildProcesses, wait_for
@@ -131,3 +132,21 @@ def test_watch_ends_with_exit_1_when_a_person_is_needed_and_ctrl_c_stops_cleanly
     assert f"run group {run_id} is " in text
     assert "Next: nothing automatic: automatic recovery is off for this job" in text, text
     assert harness.children_of(run_id) == []
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_on_a_terminal_the_lines_are_redrawn_in_place() -> None:
+    out = _Terminal()
+    screen = _Screen(out)
+    screen.refresh(["a 1/2 rows", "b 0/2 rows"])
+    screen.refresh(["a 2/2 rows", "b 1/2 rows"])
+    screen.say("done")
+    text = out.getvalue()
+    # The second refresh moves the cursor back up two lines and clears each one it redraws.
+    assert text == (
+        "\x1b[2Ka 1/2 rows\n\x1b[2Kb 0/2 rows\n\x1b[2F\x1b[2Ka 2/2 rows\n\x1b[2Kb 1/2 rows\ndone\n"
+    )
