@@ -1,10 +1,16 @@
 """How long `orbit check-interrupted --json` takes, and how many SQL statements it sends,
 with N interrupted run groups (each a real failed Dagster run, held for a person).
 
-    python bench/check_interrupted_scale.py --groups 200
+    python bench/check_interrupted_scale.py --groups 1000 [--real 20]
 
 Prints one JSON line. Uses ORBIT_TEST_POSTGRES_URL or the local Postgres; creates and
 drops its own database.
+
+``--real`` groups are real failed runs (``execute_job``); the rest are SQL copies of the
+first one's rows in Dagster's ``runs``, ``run_tags`` and ``event_logs`` tables with a new
+run id (``sensor_scale.clone_runs``: byte for byte what Dagster wrote), because 1,000 real
+runs take a quarter of an hour to create on this machine under load. ``--real`` equal to
+``--groups`` makes every group real.
 
 Measured 2026-12-01 on the shared 2-core machine, 200 groups: 6f8b081 97.4 s and 35.1
 statements per group; after batching (prefetched groups, shared snapshots and step stats,
@@ -25,7 +31,10 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
 from dagster import DagsterInstance, execute_job, reconstructable
+from sensor_scale import clone_runs
 from sqlalchemy import Engine, event
 
 from orbit_pipelines.cli import main as orbit_main
@@ -40,7 +49,11 @@ def main() -> int:
     """Create the groups, time the command, print one JSON line."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--groups", type=int, default=200)
-    parser.add_argument("--profile", action="store_true", help="cProfile top 25 on stderr")
+    parser.add_argument("--real", type=int, default=20, help="groups made by execute_job")
+    parser.add_argument("--profile", action="store_true", help="cProfile top 40 on stderr")
+    parser.add_argument(
+        "--profile-filter", default="orbit_pipelines|dagster/_core/instance", help="regex"
+    )
     args = parser.parse_args()
     admin = os.environ.get(TEST_URL_ENV) or LOCAL_URL
     url = create_database(admin, prefix="orbit_bench")
@@ -52,10 +65,16 @@ def main() -> int:
             home = prepare_dagster_home(Path(tmp) / "dagster_home")
             os.environ.update(dagster_env(home, url, base={}))
             started = time.perf_counter()
+            real = max(1, min(args.real, args.groups))
             with DagsterInstance.get() as instance:
-                for _ in range(args.groups):
-                    with execute_job(reconstructable(bad_input_job), instance=instance):
-                        pass
+                first = None
+                for _ in range(real):
+                    with execute_job(reconstructable(bad_input_job), instance=instance) as ran:
+                        first = first or ran.run_id
+            if args.groups > real and first is not None:
+                engine = create_store_engine(url)
+                clone_runs(engine, first, args.groups - real)
+                engine.dispose()
             setup_s = time.perf_counter() - started
 
             statements = 0
@@ -76,7 +95,7 @@ def main() -> int:
                     profiler.disable()
             if profiler:
                 pstats.Stats(profiler, stream=sys.stderr).sort_stats("cumulative").print_stats(
-                    "orbit_pipelines|dagster/_core/instance", 40
+                    args.profile_filter, 40
                 )
             elapsed = time.perf_counter() - started
             event.remove(Engine, "before_cursor_execute", count)
@@ -88,6 +107,8 @@ def main() -> int:
             {
                 "bench": "check_interrupted_scale",
                 "groups": args.groups,
+                "real_runs": real,
+                "load_avg": Path("/proc/loadavg").read_text().split()[:3],
                 "listed": listed,
                 "exit_code": code,
                 "seconds": round(elapsed, 2),

@@ -8,9 +8,9 @@ status, and keeping the asset-check selection needs a run created from a plan sn
 test_dagster_private.py`` imports each name and checks its signature, so a Dagster upgrade
 that moves one fails CI loudly instead of failing a recovery at 3 a.m.
 
-Reading the events of many runs at once (``detect.run_events``: step stats, failure causes
-and last events of a thousand run groups in one query, where the public API reads one run at
-a time) needs the event log table and Dagster's step-stats builder.
+Reading the events of many runs at once (``detect.run_events``, ``step_states_for_runs``,
+``last_events``: a thousand run groups in one query, where the public API reads one run at
+a time) needs the event log table.
 """
 
 from __future__ import annotations
@@ -20,10 +20,6 @@ from dagster._core.execution.api import create_execution_plan
 from dagster._core.execution.backfill import BulkActionStatus
 from dagster._core.execution.plan.plan import ExecutionPlan
 from dagster._core.execution.plan.state import KnownExecutionState
-from dagster._core.execution.stats import (
-    STEP_STATS_EVENT_TYPES,
-    build_run_step_stats_from_events,
-)
 from dagster._core.remote_representation.external import RemoteExecutionPlan
 from dagster._core.snap import snapshot_from_execution_plan
 from dagster._core.storage.event_log.schema import SqlEventLogStorageTable
@@ -32,7 +28,6 @@ from dagster._utils.hosted_user_process import recon_job_from_origin
 
 __all__ = [
     "RESUME_RETRY_TAG",
-    "STEP_STATS_EVENT_TYPES",
     "TAGS_TO_MAYBE_OMIT_ON_RETRY",
     "BulkActionStatus",
     "EngineEventData",
@@ -40,7 +35,6 @@ __all__ = [
     "KnownExecutionState",
     "RemoteExecutionPlan",
     "SqlEventLogStorageTable",
-    "build_run_step_stats_from_events",
     "create_execution_plan",
     "recon_job_from_origin",
     "snapshot_from_execution_plan",

@@ -7,11 +7,11 @@ with a reason a person can read. It changes nothing: terminating and marking run
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from dagster import (
     DagsterEventType,
@@ -41,6 +41,9 @@ MARK_PREFIX = "orbit_pipelines recovery: run is "
 _FINISHED_STEP = ("SUCCESS", "FAILURE", "SKIPPED")
 # RUN_FAILURE events read per page; every lookup about a page is one query for the page.
 PAGE_SIZE = 200
+# The listing (``detect``) reads bigger pages: it decides nothing, so a page is only as big
+# as one IN list, and every page costs Dagster a fresh connection per read.
+LISTING_PAGE = 1000
 # Run ids per batched event-log query (an IN list; Postgres plans it on idx_events_by_run_id).
 _RUNS_PER_QUERY = 1000
 
@@ -68,16 +71,19 @@ def detect(
     *,
     now: datetime | None = None,
     job_filter: Callable[[str], bool] | None = None,
+    records: dict[str, RunRecord] | None = None,
 ) -> list[Candidate]:
     """Every dead, hung or failed run that has no recovery launched or held yet.
 
     Read-only and complete (pages through every failure in the lookback window); what the
     CLI shows. The sensor uses ``recovery.scan`` instead, which remembers what it decided.
+    ``records`` collects the failed runs' records read on the way, for a caller that reads
+    the same runs next (the listing: a thousand run bodies are not deserialized twice).
     """
     now = now or datetime.now(UTC)
     keep = job_filter or (lambda _name: True)
     found = detect_stuck(instance, conn, settings, now=now, keep=keep)
-    found += detect_failed(instance, conn, settings, now=now, keep=keep)
+    found += detect_failed(instance, conn, settings, now=now, keep=keep, records=records)
     return found
 
 
@@ -129,7 +135,7 @@ def detect_stuck(
     ]
     # Step stats of the runs with beats, last events of the silent ones: one query each.
     with_beats = [r.dagster_run.run_id for r in records if beats.get(r.dagster_run.run_id)]
-    stats = step_stats_for_runs(instance, with_beats)
+    stats = step_states_for_runs(instance, with_beats)
     silent = [
         r.dagster_run.run_id
         for r in records
@@ -142,11 +148,7 @@ def detect_stuck(
         run_beats = beats.get(run.run_id, [])
         if not run_beats and _recent(record, now) <= settings.start_grace_s:
             continue  # its last event is no older than its start: not silent long enough
-        finished = {
-            s.step_key
-            for s in stats.get(run.run_id, [])
-            if s.status is not None and s.status.value in _FINISHED_STEP
-        }
+        finished = {s.step_key for s in stats.get(run.run_id, []) if s.status in _FINISHED_STEP}
         active = [b for b in run_beats if b.step_key not in finished]
         verdict = (
             _judge_heartbeats(active, settings, now, host)
@@ -273,61 +275,144 @@ def run_events(
     return found
 
 
-def step_stats_for_runs(instance: DagsterInstance, run_ids: Sequence[str]) -> dict[str, list[Any]]:
-    """``instance.get_run_step_stats`` of many runs: one event read for all of them, the
-    stats built by Dagster's own function from the same events its per-run query reads."""
-    if _batched_storage(instance) is None:
-        return {run_id: list(instance.get_run_step_stats(run_id)) for run_id in set(run_ids)}
-    events = run_events(instance, run_ids, dp.STEP_STATS_EVENT_TYPES, steps_only=True)
-    return {
-        run_id: list(dp.build_run_step_stats_from_events(run_id, entries))
-        for run_id, entries in events.items()
-    }
+@dataclass(frozen=True)
+class StepState:
+    """What recovery reads of a step's Dagster stats: its status (``SUCCESS``, ``FAILURE``,
+    ``SKIPPED``, ``IN_PROGRESS``) and when it last started. The same values as
+    ``get_run_step_stats`` gives for steps that started or ended (by the same rule: the
+    run's last start, success, failure or skip event of the step decides)."""
+
+    step_key: str
+    status: str | None
+    start_time: float | None
+
+
+_STEP_STATES = {
+    DagsterEventType.STEP_START.value: "IN_PROGRESS",
+    DagsterEventType.STEP_SUCCESS.value: "SUCCESS",
+    DagsterEventType.STEP_FAILURE.value: "FAILURE",
+    DagsterEventType.STEP_SKIPPED.value: "SKIPPED",
+}
+
+
+def step_states_for_runs(
+    instance: DagsterInstance, run_ids: Sequence[str]
+) -> dict[str, list[StepState]]:
+    """The step states of many runs in one query per thousand runs, reading only the
+    event type and time columns of the step events (no event body to deserialize: at a
+    thousand run groups, deserializing every step event was most of the command's time).
+    Other event storages: ``get_run_step_stats`` per run."""
+    ids = sorted(set(run_ids))
+    storage = _batched_storage(instance)
+    if storage is None:
+        return {
+            run_id: [
+                StepState(s.step_key, s.status.value if s.status else None, s.start_time)
+                for s in instance.get_run_step_stats(run_id)
+            ]
+            for run_id in ids
+        }
+    table = dp.SqlEventLogStorageTable
+    found: dict[str, dict[str, StepState]] = {run_id: {} for run_id in ids}
+    for chunk in _chunks(ids):
+        query = (
+            select(table.c.run_id, table.c.step_key, table.c.dagster_event_type, table.c.timestamp)
+            .where(
+                table.c.run_id.in_(chunk),
+                table.c.step_key.is_not(None),
+                table.c.dagster_event_type.in_(sorted(_STEP_STATES)),
+            )
+            .order_by(table.c.id.asc())
+        )
+        with storage.index_connection() as conn:
+            rows = conn.execute(query).fetchall()
+        for run_id, step_key, event_type, at in rows:
+            steps = found[run_id]
+            before = steps.get(step_key)
+            start = before.start_time if before else None
+            if event_type == DagsterEventType.STEP_START.value:
+                # Dagster stores naive UTC (its own read does the same conversion).
+                start = at.replace(tzinfo=UTC).timestamp()
+            steps[step_key] = StepState(step_key, _STEP_STATES[event_type], start)
+    return {run_id: list(steps.values()) for run_id, steps in found.items()}
 
 
 def last_events(instance: DagsterInstance, run_ids: Sequence[str]) -> dict[str, EventLogEntry]:
     """The newest event of each run (any type), one query per thousand runs."""
+    return _edge_events(instance, run_ids, newest=True)
+
+
+def first_events(
+    instance: DagsterInstance, run_ids: Sequence[str], event_type: DagsterEventType
+) -> dict[str, EventLogEntry]:
+    """The oldest event of ``event_type`` of each run, one query per thousand runs (a run
+    with a hundred failed shards costs one event body, not a hundred)."""
+    return _edge_events(instance, run_ids, newest=False, event_type=event_type)
+
+
+def _edge_events(
+    instance: DagsterInstance,
+    run_ids: Sequence[str],
+    *,
+    newest: bool,
+    event_type: DagsterEventType | None = None,
+) -> dict[str, EventLogEntry]:
     ids = sorted(set(run_ids))
     storage = _batched_storage(instance)
     if not ids:
         return {}
+    found: dict[str, EventLogEntry] = {}
     if storage is None:
-        found: dict[str, EventLogEntry] = {}
         for run_id in ids:
-            records = instance.get_records_for_run(run_id, limit=1, ascending=False).records
-            if records:
-                found[run_id] = records[0].event_log_entry
+            if event_type is None:
+                records = instance.get_records_for_run(run_id, limit=1, ascending=not newest)
+                entries = [r.event_log_entry for r in records.records]
+            else:
+                entries = list(instance.all_logs(run_id, of_type=event_type))
+                entries = entries[-1:] if newest else entries[:1]
+            if entries:
+                found[run_id] = entries[0]
         return found
     table = dp.SqlEventLogStorageTable
-    newest: dict[str, EventLogEntry] = {}
     for chunk in _chunks(ids):
-        # DISTINCT ON walks idx_events_by_run_id (run_id, id) backwards per run.
+        # DISTINCT ON walks idx_events_by_run_id (run_id, id) once per run.
         query = (
             select(table.c.run_id, table.c.event)
             .where(table.c.run_id.in_(chunk))
             .distinct(table.c.run_id)
-            .order_by(table.c.run_id, table.c.id.desc())
+            .order_by(table.c.run_id, table.c.id.desc() if newest else table.c.id.asc())
         )
+        if event_type is not None:
+            query = query.where(table.c.dagster_event_type == event_type.value)
         with storage.index_connection() as conn:
             for run_id, body in conn.execute(query).fetchall():
-                newest[run_id] = deserialize_value(body, EventLogEntry)
-    return newest
+                found[run_id] = deserialize_value(body, EventLogEntry)
+    return found
+
+
+@dataclass(frozen=True)
+class FailureEvent:
+    """One RUN_FAILURE event as the cursor needs it (no event body)."""
+
+    storage_id: int
+    run_id: str
+    timestamp: float
 
 
 @dataclass(frozen=True)
 class FailurePage:
     """One page of Dagster's RUN_FAILURE events, oldest first."""
 
-    events: list[tuple[int, EventLogEntry]]  # (storage id, entry)
+    events: list[FailureEvent]
 
     @property
     def last_storage_id(self) -> int | None:
         """Where the next page starts."""
-        return self.events[-1][0] if self.events else None
+        return self.events[-1].storage_id if self.events else None
 
     def run_ids(self) -> list[str]:
         """The failed runs of the page, each once, in event order."""
-        return list(dict.fromkeys(entry.run_id for _, entry in self.events))
+        return list(dict.fromkeys(e.run_id for e in self.events))
 
 
 def failure_page(
@@ -340,18 +425,48 @@ def failure_page(
     """RUN_FAILURE events after ``after_storage_id`` (and after ``since``), oldest first.
 
     Storage ids are assigned by Postgres, so unlike a run's update timestamp (a worker's
-    clock) they do not depend on the hosts' clocks agreeing.
+    clock) they do not depend on the hosts' clocks agreeing. On Postgres this reads the
+    id, run id and time columns only (the filter ``fetch_run_status_changes`` applies,
+    without deserializing a thousand event bodies nobody reads); elsewhere it is that call.
     """
-    result = instance.fetch_run_status_changes(
-        RunStatusChangeRecordsFilter(
-            DagsterEventType.RUN_FAILURE,
-            after_storage_id=after_storage_id,
-            after_timestamp=since.timestamp(),
-        ),
-        limit=limit,
-        ascending=True,
+    storage = _batched_storage(instance)
+    if storage is None:
+        result = instance.fetch_run_status_changes(
+            RunStatusChangeRecordsFilter(
+                DagsterEventType.RUN_FAILURE,
+                after_storage_id=after_storage_id,
+                after_timestamp=since.timestamp(),
+            ),
+            limit=limit,
+            ascending=True,
+        )
+        return FailurePage(
+            [
+                FailureEvent(r.storage_id, r.event_log_entry.run_id, r.event_log_entry.timestamp)
+                for r in result.records
+            ]
+        )
+    table = dp.SqlEventLogStorageTable
+    query = (
+        select(table.c.id, table.c.run_id, table.c.timestamp)
+        .where(
+            table.c.dagster_event_type == DagsterEventType.RUN_FAILURE.value,
+            # Dagster stores naive UTC times.
+            table.c.timestamp > since.astimezone(UTC).replace(tzinfo=None),
+        )
+        .order_by(table.c.id.asc())
+        .limit(limit)
     )
-    return FailurePage([(r.storage_id, r.event_log_entry) for r in result.records])
+    if after_storage_id is not None:
+        query = query.where(table.c.id > after_storage_id)
+    with storage.index_connection() as conn:
+        rows = conn.execute(query).fetchall()
+    return FailurePage(
+        [
+            FailureEvent(int(storage_id), run_id, at.replace(tzinfo=UTC).timestamp())
+            for storage_id, run_id, at in rows
+        ]
+    )
 
 
 def detect_failed(
@@ -361,6 +476,7 @@ def detect_failed(
     *,
     now: datetime,
     keep: Callable[[str], bool],
+    records: dict[str, RunRecord] | None = None,
 ) -> list[Candidate]:
     """FAILURE runs with no recovery launched or held and no re-execution started by
     anyone: every one in the lookback window, page by page (a constant number of queries
@@ -369,14 +485,16 @@ def detect_failed(
     found: list[Candidate] = []
     cursor: int | None = None
     while True:
-        page = failure_page(instance, after_storage_id=cursor, since=since)
+        page = failure_page(instance, after_storage_id=cursor, since=since, limit=LISTING_PAGE)
         if not page.events:
             return found
         cursor = page.last_storage_id
         ids = page.run_ids()
         decided = recorded_parents(conn, ids)
-        found += failed_candidates(instance, page, [i for i in ids if i not in decided], keep)
-        if len(page.events) < PAGE_SIZE:
+        found += failed_candidates(
+            instance, page, [i for i in ids if i not in decided], keep, records=records
+        )
+        if len(page.events) < LISTING_PAGE:
             return found
 
 
@@ -385,14 +503,22 @@ def failed_candidates(
     page: FailurePage,
     run_ids: Sequence[str],
     keep: Callable[[str], bool],
+    *,
+    records: dict[str, RunRecord] | None = None,
 ) -> list[Candidate]:
     """Candidates for those of ``run_ids`` that are FAILURE now, of a kept job, and that
-    nobody re-executed yet: three Dagster reads for all of them (runs, children, causes)."""
+    nobody re-executed yet: three Dagster reads for all of them (runs, children, causes).
+    ``records`` collects the records read."""
     if not run_ids:
         return []
+    read = {
+        r.dagster_run.run_id: r for r in instance.get_run_records(RunsFilter(run_ids=list(run_ids)))
+    }
+    if records is not None:
+        records.update(read)
     records = {
-        r.dagster_run.run_id: r
-        for r in instance.get_run_records(RunsFilter(run_ids=list(run_ids)))
+        run_id: r
+        for run_id, r in read.items()
         if r.dagster_run.status == DagsterRunStatus.FAILURE and keep(r.dagster_run.job_name)
     }
     if not records:
@@ -439,27 +565,17 @@ def _has_child(instance: DagsterInstance, run_id: str) -> bool:
 def failure_causes(
     instance: DagsterInstance, records: Sequence[RunRecord], page: FailurePage | None = None
 ) -> dict[str, tuple[str, str, str | None]]:
-    """``failure_cause`` for many runs: their STEP_FAILURE and RUN_FAILURE events in one
-    read (``run_events``), whatever their number. ``page`` is accepted for the callers that
-    have one; the run-id read already holds its events."""
+    """``failure_cause`` for many runs, whatever their number: the first STEP_FAILURE of
+    each in one read, and the RUN_FAILURE events of those without one in a second.
+    (``page`` is accepted for callers that have one; the reads do not need it.)"""
     del page
     if not records:
         return {}
     ids = sorted({r.dagster_run.run_id for r in records})
-    events = run_events(
-        instance, ids, (DagsterEventType.STEP_FAILURE, DagsterEventType.RUN_FAILURE)
-    )
-    causes: dict[str, tuple[str, str, str | None]] = {}
-    for run_id in ids:
-        entries = events.get(run_id, [])
-        step = next((e for e in entries if _is(e, DagsterEventType.STEP_FAILURE)), None)
-        runs = [e for e in entries if _is(e, DagsterEventType.RUN_FAILURE)]
-        causes[run_id] = _cause(step, [] if step is not None else runs)
-    return causes
-
-
-def _is(entry: EventLogEntry, event_type: DagsterEventType) -> bool:
-    return entry.dagster_event is not None and entry.dagster_event.event_type == event_type
+    steps = first_step_failures(instance, ids)
+    rest = [run_id for run_id in ids if run_id not in steps]
+    run_failures = run_events(instance, rest, (DagsterEventType.RUN_FAILURE,)) if rest else {}
+    return {run_id: _cause(steps.get(run_id), run_failures.get(run_id, [])) for run_id in ids}
 
 
 def failure_cause(instance: DagsterInstance, run_id: str) -> tuple[str, str, str | None]:
@@ -470,23 +586,101 @@ def failure_cause(instance: DagsterInstance, run_id: str) -> tuple[str, str, str
     """
     step = next(iter(instance.all_logs(run_id, of_type=DagsterEventType.STEP_FAILURE)), None)
     if step is not None:
-        return _cause(step, [])
+        return _cause(_step_failure(step), [])
     return _cause(None, list(instance.all_logs(run_id, of_type=DagsterEventType.RUN_FAILURE)))
 
 
+@dataclass(frozen=True)
+class StepFailure:
+    """What a cause needs of a STEP_FAILURE event: the step and its error's messages, the
+    outermost first (the error, then its causes)."""
+
+    step_key: str | None
+    messages: tuple[str, ...]
+
+
+def _step_failure(entry: EventLogEntry) -> StepFailure:
+    event = entry.dagster_event
+    data = event.step_failure_data if event is not None else None
+    error = data.error if data is not None else None
+    texts: list[str] = []
+    while error is not None:
+        texts.append(error.message)
+        error = error.cause
+    return StepFailure(event.step_key if event is not None else None, tuple(texts))
+
+
+def _step_failure_from_json(body: str) -> StepFailure | None:
+    """The same from the stored JSON, without building Dagster's objects: a STEP_FAILURE
+    body holds the whole error with its stack traces, and deserializing a thousand of them
+    was most of what `orbit check-interrupted` spent. None when the body is not shaped as
+    expected (another Dagster version's serialization): the caller deserializes it."""
+    try:
+        data = json.loads(body)
+        event = data["dagster_event"]
+        specific = event["event_specific_data"]
+        if (
+            data.get("__class__") != "EventLogEntry"
+            or event.get("__class__") != "DagsterEvent"
+            or specific.get("__class__") != "StepFailureData"
+        ):
+            return None
+        texts: list[str] = []
+        error = specific["error"]
+        while error is not None:
+            if error.get("__class__") != "SerializableErrorInfo":
+                return None
+            message = error["message"]
+            if not isinstance(message, str):
+                return None
+            texts.append(message)
+            error = error["cause"]
+        step_key = event["step_key"]
+        return StepFailure(step_key if isinstance(step_key, str) else None, tuple(texts))
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def first_step_failures(
+    instance: DagsterInstance, run_ids: Sequence[str]
+) -> dict[str, StepFailure]:
+    """The first STEP_FAILURE of each run, one query per thousand runs."""
+    ids = sorted(set(run_ids))
+    storage = _batched_storage(instance)
+    if not ids:
+        return {}
+    if storage is None:
+        return {
+            run_id: _step_failure(entry)
+            for run_id, entry in first_events(instance, ids, DagsterEventType.STEP_FAILURE).items()
+        }
+    table = dp.SqlEventLogStorageTable
+    found: dict[str, StepFailure] = {}
+    for chunk in _chunks(ids):
+        query = (
+            select(table.c.run_id, table.c.event)
+            .where(
+                table.c.run_id.in_(chunk),
+                table.c.dagster_event_type == DagsterEventType.STEP_FAILURE.value,
+            )
+            .distinct(table.c.run_id)
+            .order_by(table.c.run_id, table.c.id.asc())
+        )
+        with storage.index_connection() as conn:
+            for run_id, body in conn.execute(query).fetchall():
+                found[run_id] = _step_failure_from_json(body) or _step_failure(
+                    deserialize_value(body, EventLogEntry)
+                )
+    return found
+
+
 def _cause(
-    step_failure: EventLogEntry | None, run_failures: Sequence[EventLogEntry]
+    step_failure: StepFailure | None, run_failures: Sequence[EventLogEntry]
 ) -> tuple[str, str, str | None]:
     if step_failure is not None:
-        event = step_failure.dagster_event
-        data = event.step_failure_data if event is not None else None
-        error = data.error if data is not None else None
-        texts: list[str] = []
-        while error is not None:
-            texts.append(error.message)
-            error = error.cause
+        texts = step_failure.messages
         code = next((m.group(0) for t in texts if (m := ERROR_CODE.search(t))), None)
-        step = event.step_key if event is not None else "?"
+        step = step_failure.step_key or "?"
         first_line = (texts[0].strip().splitlines() or ["no message"])[0] if texts else ""
         return "failed", f"step {step} failed: {first_line}", code
     for entry in run_failures:

@@ -26,11 +26,12 @@ from sqlalchemy import Engine
 from orbit_pipelines.errors import E1010_UNKNOWN_RUN, OrbitError
 from orbit_pipelines.recovery.detect import (
     Candidate,
+    StepState,
     detect,
     failure_cause,
     failure_causes,
     run_events,
-    step_stats_for_runs,
+    step_states_for_runs,
 )
 from orbit_pipelines.recovery.explain import Explained, explain, first_line
 from orbit_pipelines.recovery.launch import ROOT_RUN_ID_TAG
@@ -189,21 +190,33 @@ class DagsterReads:
     def __init__(self, instance: DagsterInstance) -> None:
         self.instance = instance
         self._snapshots: dict[str, Any] = {}
-        self._stats: dict[str, list[Any]] = {}
+        self._stats: dict[str, list[StepState]] = {}
         self._root_of: dict[str, str] = {}
         self._members: dict[str, list[RunRecord]] = {}
         self._causes: dict[str, tuple[str, str, str | None]] = {}
 
-    def prefetch_groups(self, run_ids: list[str]) -> None:
-        """Read the run groups of ``run_ids`` in three queries, whatever their number."""
+    def prefetch_groups(
+        self, run_ids: list[str], known: dict[str, RunRecord] | None = None
+    ) -> None:
+        """Read the run groups of ``run_ids`` in three queries, whatever their number
+        (``known``: records read already, by detection)."""
         if not run_ids:
             return
-        asked = self.instance.get_run_records(filters=RunsFilter(run_ids=list(run_ids)))
+        known = known or {}
+        asked = [known[i] for i in dict.fromkeys(run_ids) if i in known]
+        unknown = [i for i in dict.fromkeys(run_ids) if i not in known]
+        if unknown:
+            asked += self.instance.get_run_records(filters=RunsFilter(run_ids=unknown))
         for record in asked:
             run = record.dagster_run
             self._root_of[run.run_id] = root_run_id_of(run)
         roots = sorted(set(self._root_of.values()))
-        members = list(self.instance.get_run_records(filters=RunsFilter(run_ids=roots)))
+        root_set = set(roots)
+        # A root asked for is read already (most listed runs are their group's root).
+        members = [r for r in asked if r.dagster_run.run_id in root_set]
+        unread = sorted(root_set - {r.dagster_run.run_id for r in members})
+        if unread:
+            members += self.instance.get_run_records(filters=RunsFilter(run_ids=unread))
         members += self.instance.get_run_records(filters=RunsFilter(tags={ROOT_RUN_ID_TAG: roots}))
         for record in members:
             run = record.dagster_run
@@ -213,8 +226,7 @@ class DagsterReads:
         # The failure cause of every group's latest failed run: one read of the step
         # failures of the span, not one event-log read per group.
         latest = [max(g, key=lambda r: r.create_timestamp) for g in self._members.values()]
-        failed = [r for r in latest if r.dagster_run.status in _ENDED_BADLY]
-        self._causes.update(failure_causes(self.instance, failed))
+        self.prefetch_causes([r for r in latest if r.dagster_run.status in _ENDED_BADLY])
 
     def add_group(self, root: str, records: list[RunRecord]) -> None:
         """A group read by the caller (one run's ``get_run_group``)."""
@@ -226,6 +238,12 @@ class DagsterReads:
         """``run_id`` belongs to the group of ``root``."""
         self._root_of[run_id] = root
 
+    def known_causes(self, candidates: list[Candidate]) -> None:
+        """Failed candidates carry their run's cause (detection read it): not read again."""
+        for c in candidates:
+            if c.status == DagsterRunStatus.FAILURE.value:
+                self._causes.setdefault(c.run_id, (c.reason, c.detail, c.error_code))
+
     def prefetch_causes(self, records: list[RunRecord]) -> None:
         """Failure causes of these failed runs not read yet, in one read."""
         missing = [r for r in records if r.dagster_run.run_id not in self._causes]
@@ -235,7 +253,7 @@ class DagsterReads:
         """Step stats of these runs not read yet, in one event read for all of them."""
         missing = [run_id for run_id in dict.fromkeys(run_ids) if run_id not in self._stats]
         if missing:
-            self._stats.update(step_stats_for_runs(self.instance, missing))
+            self._stats.update(step_states_for_runs(self.instance, missing))
 
     def cause(self, run_id: str) -> tuple[str, str, str | None]:
         """(reason, detail, code) of a failed run: prefetched, else read now."""
@@ -256,17 +274,17 @@ class DagsterReads:
             self._snapshots[snapshot_id] = self.instance.get_execution_plan_snapshot(snapshot_id)
         return self._snapshots[snapshot_id]
 
-    def step_stats(self, run_id: str) -> list[Any]:
-        """The run's step stats (cached by run)."""
+    def step_stats(self, run_id: str) -> list[StepState]:
+        """The run's step states (cached by run)."""
         if run_id not in self._stats:
-            self._stats[run_id] = list(self.instance.get_run_step_stats(run_id))
+            self.prefetch_step_stats([run_id])
         return self._stats[run_id]
 
 
 def _failed_steps(reads: DagsterReads, run: DagsterRun) -> tuple[list[str], list[str]]:
     """(failed, still in progress) step keys of one run, in start order."""
     stats = sorted(reads.step_stats(run.run_id), key=lambda s: s.start_time or 0.0)
-    failed = [s.step_key for s in stats if s.status is not None and s.status.value == "FAILURE"]
+    failed = [s.step_key for s in stats if s.status == "FAILURE"]
     running = [s.step_key for s in stats if s.status is None and s.start_time is not None]
     return failed, running
 
@@ -282,7 +300,7 @@ def _step_statuses(reads: DagsterReads, runs: list[DagsterRun]) -> dict[str, str
                     statuses.setdefault(step.key, "NOT_STARTED")
         for stat in reads.step_stats(run.run_id):
             if stat.status is not None:
-                statuses[stat.step_key] = stat.status.value
+                statuses[stat.step_key] = stat.status
             elif stat.start_time is not None:
                 statuses[stat.step_key] = "IN_PROGRESS"
     return statuses
@@ -591,11 +609,13 @@ def interrupted_groups(
 
     A constant number of queries whatever the number of groups: detection pages through
     the failures, and every group is read in the batches of ``group_overviews``."""
+    read: dict[str, RunRecord] = {}
     with engine.connect() as conn:
-        candidates = detect(instance, conn, settings)
+        candidates = detect(instance, conn, settings, records=read)
         held = held_parent_run_ids(conn)
     reads = DagsterReads(instance)
-    reads.prefetch_groups([c.run_id for c in candidates] + held)
+    reads.known_causes(candidates)
+    reads.prefetch_groups([c.run_id for c in candidates] + held, known=read)
     listed = group_overviews(
         instance, engine, [(c.run_id, c) for c in candidates], settings, reads=reads
     )

@@ -157,11 +157,11 @@ def _read_failures(
         if not page.events:
             break
         position = page.last_storage_id
-        for storage_id, entry in page.events:
-            if entry.timestamp > young_after:
+        for failure in page.events:
+            if failure.timestamp > young_after:
                 held_back = True
             if not held_back:
-                safe = storage_id
+                safe = failure.storage_id
         ids = [i for i in page.run_ids() if i not in seen]
         decided = decided_runs(conn, ids)
         fresh = [i for i in ids if i not in decided]

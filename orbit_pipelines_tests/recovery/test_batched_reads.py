@@ -23,7 +23,7 @@ from orbit_pipelines.recovery.detect import (
     failure_causes,
     last_events,
     run_events,
-    step_stats_for_runs,
+    step_states_for_runs,
 )
 from orbit_pipelines.store.effect_ledger import effects_in_doubt
 from orbit_pipelines.store.group_progress import (
@@ -117,12 +117,22 @@ def _ledger_rows(engine: Engine, root: str) -> None:
 def test_batched_dagster_reads_equal_the_per_run_reads() -> None:
     run_ids = [_run(bad_input_job), _run(timeout_job), _run(fine_job)]
     with DagsterInstance.get() as instance:
-        stats = step_stats_for_runs(instance, run_ids)
+        stats = step_states_for_runs(instance, run_ids)
         newest = last_events(instance, run_ids)
         records = list(instance.get_run_records())
         causes = failure_causes(instance, records)
         for run_id in run_ids:
-            assert stats[run_id] == list(instance.get_run_step_stats(run_id))
+            theirs = {
+                s.step_key: (s.status.value, s.start_time)
+                for s in instance.get_run_step_stats(run_id)
+                if s.status is not None
+            }
+            mine = {s.step_key: (s.status, s.start_time) for s in stats[run_id]}
+            assert mine.keys() == theirs.keys()
+            for key, (status, start) in mine.items():
+                # Read from the event's stored time column (microseconds), not its body.
+                assert status == theirs[key][0]
+                assert start == pytest.approx(theirs[key][1], abs=1e-5)
             (own,) = instance.get_records_for_run(run_id, limit=1, ascending=False).records
             assert newest[run_id] == own.event_log_entry
             assert causes[run_id] == failure_cause(instance, run_id)
