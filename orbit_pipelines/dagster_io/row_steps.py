@@ -22,6 +22,7 @@ import pandas as pd
 from dagster import AssetExecutionContext, Failure, MetadataValue, OpExecutionContext
 from sqlalchemy import Engine
 
+from orbit_pipelines.dagster_io.backfill_retry import mark_backfill_run_at_start
 from orbit_pipelines.dagster_io.frames import FrameContext, FrameHandler, frame_rows
 from orbit_pipelines.dagster_io.resources import OrbitStore
 from orbit_pipelines.errors import E2008_BAD_CONFIG, OrbitError
@@ -141,6 +142,8 @@ def _execute(
 ) -> RunSummary:
     engine = _engine(context, store, store_key)
     scope = step_scope(context)
+    # Before any row can fail: a running backfill waits for orbit's retry of this run.
+    mark_backfill_run_at_start(_op_context(context).instance, _op_context(context).run, engine)
     with RowExecutor(engine, scope, options, progress=progress_logger(context)) as ex:
         try:
             source = prepare(ex) if prepare is not None else rows

@@ -43,10 +43,9 @@ def mark_retry_pending(instance: DagsterInstance, parent: DagsterRun) -> bool:
     true and not yet ``dagster/auto_retry_run_id`` is "waiting to retry"
     (``DagsterRun.is_complete_and_waiting_to_retry``), and ``backfill_runs_are_complete``
     keeps the backfill in progress while one exists. Only for runs of a running backfill;
-    returns whether the tag was set. To close the window between a failure and orbit's
-    recovery it must be set before the run fails (and set back to false when orbit decides
-    not to recover); nothing calls it yet, see
-    ``orbit_pipelines_tests/partitions/test_backfill_backoff_e2e.py``.
+    returns whether the tag was set. Runs are normally tagged before they can fail (a row
+    step's start, the sensor seeing them in progress, a recovery's creation); this is the
+    sensor's catch-up for a run that failed first (``recovery.backfill_hold``).
     """
     if not backfill_running(instance, parent.tags.get(BACKFILL_TAG)):
         return False
@@ -65,15 +64,24 @@ def mark_retried(instance: DagsterInstance, parent: DagsterRun, retry_run_id: st
 def child_run_tags(
     instance: DagsterInstance, job_def: JobDefinition, parent: DagsterRun
 ) -> dict[str, str]:
-    """The job's tags, overlaid with what the child keeps of ``parent``'s tags."""
-    return {
+    """The job's tags, overlaid with what the child keeps of ``parent``'s tags.
+
+    A child that stays in its parent's running backfill is created ``dagster/will_retry``
+    true: should it fail too, the backfill waits for orbit's next decision about it rather
+    than ending before that (``dagster_io.backfill_retry``); the sensor sets it false when it
+    decides not to recover the child (``recovery.backfill_hold``)."""
+    in_backfill = backfill_running(instance, parent.tags.get(BACKFILL_TAG))
+    tags = {
         **{k: str(v) for k, v in (job_def.tags or {}).items()},
         **inherited_tags(
             parent.tags,
             set(dp.TAGS_TO_MAYBE_OMIT_ON_RETRY),
-            keep_backfill=backfill_running(instance, parent.tags.get(BACKFILL_TAG)),
+            keep_backfill=in_backfill,
         ),
     }
+    if in_backfill:
+        tags[WILL_RETRY_TAG] = "true"
+    return tags
 
 
 def selected_subset(job_def: JobDefinition, parent: DagsterRun) -> JobDefinition:

@@ -17,6 +17,7 @@ from dagster import DagsterInstance, DagsterRunStatus, JobDefinition, RunsFilter
 from sqlalchemy import Engine
 
 from orbit_pipelines.recovery.announce import announce_hold, announce_not_recovering
+from orbit_pipelines.recovery.backfill_hold import settle_backfill_runs
 from orbit_pipelines.recovery.detect import Candidate
 from orbit_pipelines.recovery.launch import launch
 from orbit_pipelines.recovery.policy import Decision, decide_many
@@ -215,6 +216,8 @@ def run_cycle(
         save_decisions(conn, remembered)
         if found.cursor is not None:
             save_failure_cursor(conn, scanner or decided_by, found.cursor)
+    # After the pass's decisions are stored: running backfills wait for what orbit retries.
+    settle_backfill_runs(instance, engine, settings, keep=job_filter, log=log)
     # Another launcher (a person's `orbit resume`, a second daemon) got there first.
     outcomes = [
         replace(o, action="lost_race") if o.action == "held" and o.run_id not in claimed else o

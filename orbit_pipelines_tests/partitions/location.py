@@ -5,9 +5,13 @@ aggregation and one transactional effect per row (a row in ``public.part_effects
 test can check that each row's effect happened once and the totals equal a crash-free run's.
 
 Faults are rows in ``public.part_faults`` the test inserts before launching: for a partition,
-after ``after_rows`` rows of the step, the step either SIGKILLs its own process (``kill``) or
-raises a retryable E-3001 (``fail``). A fault is marked fired in its own committed
-transaction before it acts, once per run, on the first ``times`` attempts (default 1).
+after ``after_rows`` rows of the step, the step either SIGKILLs its own process (``kill``),
+raises a retryable E-3001 (``fail``) or an E-5001 that is never retried (``deny``). A fault
+is marked fired in its own committed transaction before it acts, once per run, on the first
+``times`` attempts (default 1).
+
+Also served here: ``crash_steps`` (an asset with an unsafe effect per row, an op job on
+``run_frames``), for ``test_asset_and_frame_recovery_e2e.py``.
 """
 
 import datetime as dt
@@ -30,9 +34,15 @@ from sqlalchemy import text
 from orbit_pipelines.dagster_io.io_manager import PostgresCheckpointIOManager
 from orbit_pipelines.dagster_io.resources import OrbitStore
 from orbit_pipelines.dagster_io.row_steps import run_rows
-from orbit_pipelines.errors import E3001_SERVICE_TIMEOUT, OrbitError
+from orbit_pipelines.errors import E3001_SERVICE_TIMEOUT, E5001_UNAUTHORIZED, OrbitError
 from orbit_pipelines.execution import ExecutorOptions, RowContext, Sum, SumBy
 from orbit_pipelines.sensors.recovery_sensor import make_recovery_sensor
+from orbit_pipelines_tests.partitions.crash_steps import (
+    CRASH_TABLES,
+    charged_orders,
+    charges_daily_job,
+    frames_job,
+)
 
 START = "2026-11-01"
 ROWS_PER_PARTITION = 24
@@ -45,6 +55,7 @@ TEST_TABLES = (
     "CREATE TABLE IF NOT EXISTS public.part_faults ("
     " partition text PRIMARY KEY, kind text NOT NULL, after_rows int NOT NULL,"
     " times int NOT NULL DEFAULT 1, fired_in text)",
+    *CRASH_TABLES,
 )
 
 daily = DailyPartitionsDefinition(start_date=START)
@@ -102,6 +113,8 @@ def order_totals(
             os.kill(os.getpid(), signal.SIGKILL)
         if kind == "fail":
             raise OrbitError(E3001_SERVICE_TIMEOUT, f"partition {partition}: carrier timed out")
+        if kind == "deny":
+            raise OrbitError(E5001_UNAUTHORIZED, f"partition {partition}: carrier refused the key")
         time.sleep(ROW_SLEEP_S)
 
         def record(conn: Any) -> None:
@@ -134,8 +147,8 @@ orders_daily_job = define_asset_job(
 _store = OrbitStore(postgres_url=EnvVar("ORBIT_POSTGRES_URL"))
 
 defs = Definitions(
-    assets=[daily_orders, order_totals],
-    jobs=[orders_daily_job],
+    assets=[daily_orders, order_totals, charged_orders],
+    jobs=[orders_daily_job, charges_daily_job, frames_job],
     sensors=[make_recovery_sensor()],
     executor=in_process_executor,
     resources={"orbit_store": _store, "io_manager": PostgresCheckpointIOManager(store=_store)},

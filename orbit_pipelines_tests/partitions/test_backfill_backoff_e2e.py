@@ -1,25 +1,28 @@
-"""Finding, pinned (xfail): a backfill run that fails while nothing else of the
-backfill is in progress ends the backfill COMPLETED_FAILED before orbit's recovery exists,
-although the recovery then succeeds and materializes the partition.
+"""A backfill waits for orbit's retries, and ends when orbit will not retry.
+
+The finding this pinned (fixed): a backfill run that failed while nothing else of the
+backfill was in progress ended the backfill COMPLETED_FAILED before orbit's recovery existed,
+although the recovery then succeeded and materialized the partition (outside the backfill:
+Dagster's rule for a retry of a finished backfill's run).
 
 Why (Dagster 1.13, ``_core/execution/asset_backfill.py``): the backfill daemon (every 30 s)
 ends a backfill once every targeted partition is materialized or failed and
 ``backfill_runs_are_complete``: no run of the backfill in progress and none "waiting to
 retry" (FAILURE, ``dagster/will_retry`` true, no ``dagster/auto_retry_run_id``). Only
-Dagster's own run retries set ``dagster/will_retry``, when the failure is stored; orbit's
-recovery run is created by the sensor one tick later at best (15 s by default; for a second
-attempt the backoff comes on top), so nothing holds the backfill open in between. Seen
-here: the run failed at :11, the backfill ended COMPLETED_FAILED at :14, the recovery was
-launched at :18 and succeeded, without the backfill tag (Dagster's rule for a retry of a
-finished backfill's run). Here the window is made certain (a second failure, then a 45 s
-backoff before the second recovery). The 5-partition test passes because other partitions' runs are
-still in progress when the faulty ones fail.
+Dagster's own run retries (off under orbit) set ``dagster/will_retry``; orbit's recovery run
+is created by the sensor one tick later at best, and for a second attempt the backoff comes
+on top, so nothing held the backfill open in between.
 
-The fix needs ``dagster/will_retry`` on the run before it fails (orbit marking the runs of
-a running backfill when they start, ``recovery.child_run.mark_retry_pending``) and set back
-to false whenever orbit decides not to recover; ``launch`` already sets
-``dagster/auto_retry_run_id`` when the recovery exists. Not done: it spans the sensor cycle
-and the row step, owned elsewhere. This test turns green with it.
+The fix (``dagster_io/backfill_retry.py``, ``recovery/backfill_hold.py``): a run of a running
+backfill says ``will_retry=true`` before it can fail (a row step tags it at its start, a
+recovery run is created with it, the sensor tags runs it sees in progress), ``launch`` sets
+``auto_retry_run_id``, and the sensor sets ``will_retry=false`` whenever it decides not to
+recover, so that the backfill then ends COMPLETED_FAILED instead of waiting forever.
+
+Here the window is made certain: the partition fails twice, and the second recovery waits a
+backoff of 45 s (longer than the backfill daemon's tick). The 5-partition test in
+``test_backfill_e2e.py`` passed without the fix because other partitions' runs were still in
+progress when the faulty ones failed.
 """
 
 from __future__ import annotations
@@ -32,9 +35,10 @@ import pytest
 from dagster import AssetKey, DagsterRunStatus, RunsFilter
 from dagster._core.execution.backfill import BulkActionStatus, PartitionBackfill
 
-from orbit_pipelines.tags import BACKFILL_TAG, PARTITION_TAG
+from orbit_pipelines.store.recoveries import get_recovery
+from orbit_pipelines.tags import BACKFILL_TAG, PARTITION_TAG, WILL_RETRY_TAG
 from orbit_pipelines_tests.partitions.harness import PartitionsHarness, deployment
-from orbit_pipelines_tests.partitions.location import defs
+from orbit_pipelines_tests.partitions.location import ROWS_PER_PARTITION, defs
 from orbit_pipelines_tests.processes import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -61,15 +65,9 @@ def deployed(
         yield h
 
 
-@pytest.mark.xfail(
-    strict=False,  # timing-dependent: a pass must not turn CI red
-    reason="nothing marks a backfill run as waiting for orbit's retry before the recovery "
-    "run exists; see the module docstring",
-)
-def test_backfill_waits_for_a_recovery_in_backoff(deployed: PartitionsHarness) -> None:
-    h = deployed
-    partition = "2026-11-20"
-    h.add_fault(partition, "fail", after_rows=3, times=2)
+def _run_backfill(h: PartitionsHarness, partition: str) -> tuple[str, PartitionBackfill]:
+    """Backfill both assets for ``partition`` (what the UI's "Materialize" dialog creates);
+    wait until the backfill ends."""
     backfill_id = f"orbit{uuid.uuid4().hex[:8]}"
     h.instance.add_backfill(
         PartitionBackfill.from_asset_partitions(
@@ -91,15 +89,56 @@ def test_backfill_waits_for_a_recovery_in_backoff(deployed: PartitionsHarness) -
         backfill = h.instance.get_backfill(backfill_id)
         return backfill if backfill is not None and backfill.status in ENDED else None
 
-    backfill = wait_for(ended, timeout_s=300, interval_s=1, what=f"backfill {backfill_id} ends")
+    backfill = wait_for(ended, timeout_s=420, interval_s=1, what=f"backfill {backfill_id} ends")
     assert isinstance(backfill, PartitionBackfill)
-    # Whatever the backfill says, the partition is recovered in the end.
+    return backfill_id, backfill
+
+
+def _summary(h: PartitionsHarness, backfill_id: str) -> list[tuple[str | None, str, str]]:
+    runs = h.instance.get_runs(RunsFilter(tags={BACKFILL_TAG: backfill_id}))
+    return sorted(
+        (r.tags.get(PARTITION_TAG), r.status.value, r.tags.get(WILL_RETRY_TAG, "-")) for r in runs
+    )
+
+
+def test_backfill_waits_for_a_recovery_in_backoff(deployed: PartitionsHarness) -> None:
+    h = deployed
+    partition = "2026-11-20"
+    h.add_fault(partition, "fail", after_rows=3, times=2)
+    backfill_id, backfill = _run_backfill(h, partition)
+    summary = _summary(h, backfill_id)
+    assert backfill.status == BulkActionStatus.COMPLETED_SUCCESS, (backfill.status, summary)
+    # The partition's first run, its recovery (failed, then waited 45 s) and the second
+    # recovery, all in the backfill; the second recovery materialized the partition.
+    assert [status for _, status, _ in summary] == ["FAILURE", "FAILURE", "SUCCESS"], summary
     last_failed = h.fault_fired_in(partition)
     assert last_failed is not None
-    child = h.wait_child(last_failed, timeout_s=180)
-    child = h.wait_status(child.run_id, (DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE))
+    child = h.wait_child(last_failed, timeout_s=10)
     assert child.status == DagsterRunStatus.SUCCESS, h.failures(child.run_id)
-    assert len(h.materializations("order_totals", partition)) == 1
-    runs = h.instance.get_runs(RunsFilter(tags={BACKFILL_TAG: backfill_id}))
-    summary = sorted((r.tags.get(PARTITION_TAG), r.status.value) for r in runs)
-    assert backfill.status == BulkActionStatus.COMPLETED_SUCCESS, (backfill.status, summary)
+    assert child.tags[BACKFILL_TAG] == backfill_id
+    ((mat_run, _meta),) = h.materializations("order_totals", partition)
+    assert mat_run == child.run_id
+    assert h.effects(partition) == dict.fromkeys(range(ROWS_PER_PARTITION), 1)
+
+
+def test_backfill_ends_failed_when_orbit_will_not_recover(deployed: PartitionsHarness) -> None:
+    """A non-retryable error (E-5001): orbit holds the run for a person, the run stops
+    saying it will be retried, and the backfill ends COMPLETED_FAILED instead of waiting."""
+    h = deployed
+    partition = "2026-11-21"
+    h.add_fault(partition, "deny", after_rows=3)
+    backfill_id, backfill = _run_backfill(h, partition)
+    summary = _summary(h, backfill_id)
+    assert backfill.status == BulkActionStatus.COMPLETED_FAILED, (backfill.status, summary)
+    failed = h.fault_fired_in(partition)
+    assert failed is not None
+    run = h.instance.get_run_by_id(failed)
+    assert run is not None and run.status == DagsterRunStatus.FAILURE
+    # Tagged while it ran (the row step's start), untagged once orbit held it.
+    assert run.tags[WILL_RETRY_TAG] == "false", run.tags
+    assert h.children_of(failed) == []
+    with h.engine.connect() as conn:
+        held = get_recovery(conn, failed)
+    assert held is not None and held.status == "held", held
+    assert "E-5001" in held.detail
+    assert h.materializations("order_totals", partition) == []

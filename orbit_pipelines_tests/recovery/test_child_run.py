@@ -80,6 +80,8 @@ def test_recovery_of_a_running_backfills_run_stays_in_the_backfill(dagster_home:
         "team": "finance",
         "dagster/backfill": "bfrunning",
         "dagster/partition": "2026-11-01",
+        # Should it fail as well, the backfill waits for orbit's decision about it.
+        "dagster/will_retry": "true",
     }
 
     backfill = instance.get_backfill("bfrunning")
@@ -88,6 +90,7 @@ def test_recovery_of_a_running_backfills_run_stays_in_the_backfill(dagster_home:
     assert not backfill_running(instance, "bfrunning")
     tags = child_run_tags(instance, tagged_job, parent)
     assert "dagster/backfill" not in tags and tags["dagster/partition"] == "2026-11-01"
+    assert "dagster/will_retry" not in tags
     assert not backfill_running(instance, "no-such-backfill")
     assert not backfill_running(instance, None)
 
