@@ -5,11 +5,13 @@ Ctrl-C that stops watching cleanly."""
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -20,6 +22,7 @@ from sqlalchemy import Engine
 from orbit_pipelines.cli.watch import _Rates, _Screen, step_line
 from orbit_pipelines.recovery.overview import StepView
 from orbit_pipelines.store.heartbeats import Heartbeat
+from orbit_pipelines_tests.cli.conftest import CliResult
 from orbit_pipelines_tests.processes import ChildProcesses, wait_for
 from orbit_pipelines_tests.sensors.harness import REPO_ROOT, Harness
 
@@ -150,3 +153,11 @@ def test_on_a_terminal_the_lines_are_redrawn_in_place() -> None:
     assert text == (
         "\x1b[2Ka 1/2 rows\n\x1b[2Kb 0/2 rows\n\x1b[2F\x1b[2Ka 2/2 rows\n\x1b[2Kb 1/2 rows\ndone\n"
     )
+
+
+def test_watch_usage_errors_exit_2(orbit_cli: Callable[..., CliResult]) -> None:
+    both = orbit_cli("status", "some-run", "--watch", "--json")
+    assert both.returncode == 2
+    assert "one snapshot" in json.loads(both.stdout)["error"]["message"]
+    zero = orbit_cli("status", "some-run", "--watch", "--interval", "0")
+    assert zero.returncode == 2 and "--interval must be more than 0" in zero.stderr
