@@ -103,9 +103,10 @@ class CarrierResource(ConfigurableResource):
             # Said, so that a worker that should talk to a real carrier but lacks the
             # variable is visible in its log, not only in the carrier's tables.
             log.warning(
-                "%s is unset: using the local carrier at %s (set %s and %s for a real one)",
-                CARRIER_URL_ENV,
+                "using the local carrier at %s (no carrier URL: %s is unset); set %s and %s "
+                "for a real one",
                 self._local.url,
+                CARRIER_URL_ENV,
                 CARRIER_URL_ENV,
                 CARRIER_TOKEN_ENV,
             )
