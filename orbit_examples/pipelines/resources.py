@@ -8,11 +8,7 @@ from typing import Any
 
 from dagster import EnvVar
 
-from orbit_examples.carrier.resource import (
-    CARRIER_TOKEN_ENV,
-    CARRIER_URL_ENV,
-    CarrierResource,
-)
+from orbit_examples.carrier.resource import carrier_from_env
 from orbit_pipelines import OrbitStore, PostgresCheckpointIOManager
 
 
@@ -27,7 +23,6 @@ def example_resources(*, carrier: bool = True) -> dict[str, Any]:
         "io_manager": PostgresCheckpointIOManager(store=store),
     }
     if carrier:
-        resources["carrier"] = CarrierResource(
-            base_url=EnvVar(CARRIER_URL_ENV), token=EnvVar(CARRIER_TOKEN_ENV)
-        )
+        # ORBIT_CARRIER_URL/ORBIT_CARRIER_TOKEN, or the local carrier when they are unset.
+        resources["carrier"] = carrier_from_env()
     return resources

@@ -1,4 +1,5 @@
-"""A code location whose run worker dies between an unsafe effect's intent and its outcome.
+"""A code location whose run worker dies between an unsafe effect's intent and its outcome
+(and a job whose resource needs an environment variable).
 
 Row ``kill_at`` of the first attempt performs its effect (a row in ``public.doubt_sent``,
 committed on its own connection, like an SMS that went out) and then SIGKILLs its own
@@ -10,7 +11,16 @@ import os
 import signal
 import time
 
-from dagster import Config, Definitions, EnvVar, OpExecutionContext, in_process_executor, job, op
+from dagster import (
+    Config,
+    ConfigurableResource,
+    Definitions,
+    EnvVar,
+    OpExecutionContext,
+    in_process_executor,
+    job,
+    op,
+)
 from sqlalchemy import text
 
 from orbit_pipelines.dagster_io.resources import OrbitStore
@@ -67,8 +77,32 @@ def doubt_job() -> None:
     send_rows()
 
 
+SECRET_SERVICE_ENV = "ORBIT_TEST_SECRET_SERVICE_URL"
+
+
+class SecretService(ConfigurableResource):
+    """A resource whose setting comes from an environment variable (required)."""
+
+    url: str
+
+
+@op
+def call_service(service: SecretService) -> str:
+    """Uses the resource."""
+    return service.url
+
+
+@job(executor_def=in_process_executor)
+def secret_job() -> None:
+    """One step that needs ``SECRET_SERVICE_ENV``."""
+    call_service()
+
+
 defs = Definitions(
-    jobs=[doubt_job],
+    jobs=[doubt_job, secret_job],
     sensors=[make_recovery_sensor()],
-    resources={"orbit_store": OrbitStore(postgres_url=EnvVar("ORBIT_POSTGRES_URL"))},
+    resources={
+        "orbit_store": OrbitStore(postgres_url=EnvVar("ORBIT_POSTGRES_URL")),
+        "service": SecretService(url=EnvVar(SECRET_SERVICE_ENV)),
+    },
 )
