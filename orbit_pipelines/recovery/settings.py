@@ -19,7 +19,16 @@ ENV_PREFIX = "ORBIT_RECOVERY_"
 class RecoverySettings:
     """Every knob of automatic recovery. Times are seconds."""
 
-    interval_s: int = 15
+    # 5 s: Dagster's sensor daemon looks at its sensors at most every 5 s
+    # (MIN_INTERVAL_LOOP_TIME in dagster._daemon.sensor), so a shorter interval ticks no
+    # sooner, and at 15 s (ticks 15-20 s apart) half the SIGKILLs of a run worker waited
+    # more than 10 s for a tick (bench/recovery_latency.py, README "Benchmarks"). An idle
+    # tick is a few indexed reads and Dagster's tick record (idle cost measured there too).
+    interval_s: int = 5
+    # Only for workers on another host or whose pid cannot be checked: a local dead pid is
+    # found at the next tick whatever this says. 15 missed beats (heartbeat_every_s = 2)
+    # before a live remote worker is declared dead: a loaded host or database delays a beat
+    # by seconds, and a false "dead" re-executes a step that was still running.
     heartbeat_timeout_s: float = 30.0
     stall_timeout_s: float = 600.0
     # A STARTED run with no heartbeat at all and no Dagster event for this long is dead.

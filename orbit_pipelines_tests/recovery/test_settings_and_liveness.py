@@ -17,7 +17,7 @@ from orbit_pipelines.recovery.settings import RecoverySettings
 def test_defaults_match_the_issue() -> None:
     settings = RecoverySettings.from_env({})
     assert (settings.interval_s, settings.heartbeat_timeout_s, settings.stall_timeout_s) == (
-        15,
+        5,
         30.0,
         600.0,
     )
