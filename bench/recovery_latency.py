@@ -16,6 +16,11 @@ interval, so kills land at every phase of the sensor's tick, the worker is SIGKI
 - ``kill_to_started_s``: until that run is STARTED (the queue dequeued it, a worker runs);
 - ``kill_to_success_s``: until the group has a SUCCESS run (the last 3 rows done).
 
+Per kill also ``kill_to_detected_s`` (the sensor's tick claimed the recovery:
+``orbit.recoveries.detected_at``, Postgres' clock on this host) and ``detected_to_launched_s``
+(that tick's work until the re-execution was submitted: ``launched_at``), which split the
+launch latency into waiting for a tick and the tick's own work.
+
 What the interval costs a deployment, measured after the kills with nothing running for
 ``--idle-s`` seconds (60): ``idle_cpu_s_per_min``, CPU seconds per minute of the daemon's
 whole process tree (daemon, code server: where the sensor's tick runs), and
@@ -51,8 +56,9 @@ from orbit_pipelines.dagster_io.dagster_home import dagster_env, prepare_dagster
 from orbit_pipelines.processes import ChildProcesses
 from orbit_pipelines.recovery.settings import ENV_PREFIX, RecoverySettings
 from orbit_pipelines.store.engine import connect_store
+from orbit_pipelines.store.recoveries import get_recovery
 from orbit_pipelines_tests.postgres import LOCAL_URL, TEST_URL_ENV, create_database, drop_database
-from orbit_pipelines_tests.sensors.harness import Harness, _descendants
+from orbit_pipelines_tests.sensors.harness import Harness
 
 ROWS = 6
 ROWS_BEFORE_HANG = 3
@@ -103,6 +109,7 @@ def one_kill(harness: Harness, pause_s: float) -> dict[str, Any]:
     time.sleep(pause_s)
     os.kill(pid, signal.SIGKILL)
     killed = time.monotonic()
+    killed_wall = time.time()
     instance = harness.instance
 
     def group_runs() -> list[Any]:
@@ -125,6 +132,13 @@ def one_kill(harness: Harness, pause_s: float) -> dict[str, Any]:
 
         if _wait(child_started, WAIT_S):
             started_s = time.monotonic() - killed
+    detected_s = launched_s = None
+    with harness.engine.connect() as conn:
+        recovery = get_recovery(conn, run_id)
+    if recovery is not None:
+        detected_s = recovery.detected_at.timestamp() - killed_wall
+        if recovery.launched_at is not None:
+            launched_s = (recovery.launched_at - recovery.detected_at).total_seconds()
     succeeded = _wait(
         lambda: any(r.status == DagsterRunStatus.SUCCESS for r in group_runs()), WAIT_S, 0.2
     )
@@ -134,24 +148,50 @@ def one_kill(harness: Harness, pause_s: float) -> dict[str, Any]:
         "pause_s": round(pause_s, 2),
         "kill_to_launch_s": None if launch_s is None else round(launch_s, 2),
         "kill_to_started_s": None if started_s is None else round(started_s, 2),
+        "kill_to_detected_s": None if detected_s is None else round(detected_s, 2),
+        "detected_to_launched_s": None if launched_s is None else round(launched_s, 2),
         "kill_to_success_s": None if success_s is None else round(success_s, 2),
         "runs_in_group": 1 + len(group_runs()),  # the killed run has no root tag
         "load_avg_1m": round(os.getloadavg()[0], 2),
     }
 
 
-def tree_cpu_s(root_pid: int) -> float:
-    """User + system CPU seconds of ``root_pid`` and its live descendants."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for pid in [root_pid, *_descendants(root_pid, "")]:
+def _stats() -> dict[int, list[str]]:
+    """/proc/<pid>/stat of every process, split after the command name."""
+    found: dict[int, list[str]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
         try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
+            stat = (entry / "stat").read_text()
         except OSError:
             continue  # gone meanwhile
-        fields = stat.rsplit(")", 1)[-1].split()
-        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15 of stat)
-    return total / ticks
+        # The fields follow the parenthesised command name, which may contain spaces.
+        found[int(entry.name)] = stat.rsplit(")", 1)[-1].split()
+    return found
+
+
+def tree_cpu_s(root_pid: int) -> dict[int, float]:
+    """User + system CPU seconds of ``root_pid`` and each live descendant, by pid."""
+    stats = _stats()
+    children: dict[int, list[int]] = {}
+    for pid, fields in stats.items():
+        children.setdefault(int(fields[1]), []).append(pid)  # ppid
+    ticks = os.sysconf("SC_CLK_TCK")
+    found: dict[int, float] = {}
+    stack = [root_pid]
+    while stack:
+        pid = stack.pop()
+        stack.extend(children.get(pid, []))
+        if pid in stats:
+            found[pid] = (int(stats[pid][11]) + int(stats[pid][12])) / ticks  # utime, stime
+    return found
+
+
+def cpu_between(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU seconds spent between two ``tree_cpu_s`` readings by the processes alive at the
+    second (a process that ended meanwhile takes its time with it: a floor, not a guess)."""
+    return sum(spent - before.get(pid, 0.0) for pid, spent in after.items())
 
 
 def db_activity(harness: Harness) -> tuple[int, int]:
@@ -169,8 +209,9 @@ def db_activity(harness: Harness) -> tuple[int, int]:
 def idle_cost(harness: Harness, seconds: float) -> dict[str, float]:
     """What the idle deployment (no run) costs per minute: CPU of the daemon's tree, DB."""
     assert harness.daemon is not None
-    # Stats reach pg_stat_database within a second or so; read after a pause each side.
-    time.sleep(2)
+    # Settle first (without kills the code server may still be loading), and stats reach
+    # pg_stat_database within a second or so.
+    time.sleep(20)
     cpu0, (x0, w0) = tree_cpu_s(harness.daemon.pid), db_activity(harness)
     time.sleep(seconds)
     cpu1, (x1, w1) = tree_cpu_s(harness.daemon.pid), db_activity(harness)
@@ -178,7 +219,8 @@ def idle_cost(harness: Harness, seconds: float) -> dict[str, float]:
     return {
         "idle_s": seconds,
         # The reads above are themselves one transaction each side: not the deployment's.
-        "idle_cpu_s_per_min": round((cpu1 - cpu0) * per_min, 2),
+        "idle_cpu_s_per_min": round(cpu_between(cpu0, cpu1) * per_min, 2),
+        "idle_processes_ended": len(set(cpu0) - set(cpu1)),
         "idle_db_xacts_per_min": round((x1 - x0 - 1) * per_min, 1),
         "idle_db_rows_written_per_min": round((w1 - w0) * per_min, 1),
     }
@@ -242,6 +284,8 @@ def run(kills: int, settings_env: dict[str, str], seed: int, idle_s: float) -> d
         "recovered": sum(1 for k in per_kill if k["kill_to_success_s"] is not None),
         "kill_to_launch_s": summarize(column("kill_to_launch_s")),
         "kill_to_started_s": summarize(column("kill_to_started_s")),
+        "kill_to_detected_s": summarize(column("kill_to_detected_s")),
+        "detected_to_launched_s": summarize(column("detected_to_launched_s")),
         "kill_to_success_s": summarize(column("kill_to_success_s")),
         "settings": {
             "interval_s": settings.interval_s,
