@@ -1,5 +1,5 @@
-"""The example-jobs harness (``LocationHarness``) pointed at the Celery code location, plus
-Celery workers that each look like a host of their own.
+"""The one harness (``orbit_pipelines_tests.deployment``) on the Celery code location, with
+the fast run queue, plus Celery workers that each look like a host of their own.
 
 Each worker runs in its own UTS namespace with its own host name (``unshare --uts``), so
 the heartbeats its steps write name that host, and the recovery sensor (on this host) must
@@ -15,12 +15,10 @@ import socket
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
-from sqlalchemy import text
-
-from orbit_pipelines_tests.pipelines.location_harness import LocationHarness
+from orbit_pipelines_tests.deployment import BIN, REPO_ROOT, Deployment
 from orbit_pipelines_tests.processes import wait_for
-from orbit_pipelines_tests.sensors.harness import BIN, REPO_ROOT
 
 MODULE = "orbit_pipelines_tests.celery.location"
 LOCATION = "orbit_celery"
@@ -46,21 +44,15 @@ def broker_answers() -> bool:
 
 
 @dataclass
-class CeleryHarness(LocationHarness):
+class CeleryHarness(Deployment):
     """A daemon on the Celery code location, and named Celery workers."""
+
+    module: ClassVar[str] = MODULE
+    location: ClassVar[str] = LOCATION
+    fast_queue: ClassVar[bool] = True
 
     settings_env: dict[str, str] = field(default_factory=lambda: dict(CELERY_RECOVERY_ENV))
     workers: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        super().__post_init__()  # dagster.yaml with the fast queue, the instance
-        self.workspace.write_text(
-            "load_from:\n"
-            "  - python_module:\n"
-            f"      module_name: {MODULE}\n"
-            f"      location_name: {LOCATION}\n"
-            f"      working_directory: {REPO_ROOT}\n"
-        )
 
     def start_worker(self, name: str, *, acks_late: bool = False) -> subprocess.Popen[bytes]:
         """A Celery worker with host name ``name``: one pool process, the ``dagster`` queue."""
@@ -112,14 +104,7 @@ class CeleryHarness(LocationHarness):
 
     def beats(self, run_id: str) -> dict[str, tuple[str, int, int]]:
         """step key -> (host, pid, rows done) of every heartbeat row of ``run_id``."""
-        with self.engine.connect() as conn:
-            rows = conn.execute(
-                text(
-                    "SELECT step_key, host, pid, rows_done FROM orbit.heartbeats WHERE run_id = :r"
-                ),
-                {"r": run_id},
-            )
-            return {r[0]: (r[1], int(r[2]), int(r[3])) for r in rows}
+        return {b.step_key: (b.host, b.pid, b.rows_done) for b in self.heartbeats([run_id])}
 
 
 def process_state(pid: int) -> str:
