@@ -32,7 +32,11 @@ Per size:
   pg_stat_statements would need a server setting (shared_preload_libraries) on the shared
   server, which the house rules forbid.
 - ``check_interrupted_s``: wall time of ``orbit check-interrupted --json`` in a subprocess
-  (null with ``check_interrupted_timeout`` when it did not finish within --check-timeout).
+  (null with ``check_interrupted_timeout`` when it did not finish within --check-timeout),
+  ``check_interrupted_cpu_s`` its CPU time; ``cli_startup_s`` / ``cli_startup_cpu_s`` the
+  same for ``orbit --help`` (interpreter start and imports: on this shared machine at load
+  10+, seconds of wall time before the command does anything);
+  ``load_avg``: /proc/loadavg when the line was measured.
 
 Before each pass the STARTED runs' heartbeats are refreshed, as their live workers would.
 """
@@ -40,8 +44,11 @@ Before each pass the STARTED runs' heartbeats are refreshed, as their live worke
 from __future__ import annotations
 
 import argparse
+import cProfile
 import json
 import os
+import pstats
+import resource
 import subprocess
 import sys
 import tempfile
@@ -75,6 +82,7 @@ DEFAULT_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
 STARTED = 200
 SETTINGS = RecoverySettings(backoff_base_s=3600, backoff_jitter=0.0)
 MAX_TICKS = 60
+PROFILE_STEADY = False
 
 
 class StatementCounter:
@@ -231,23 +239,41 @@ def undecided(engine: Engine, failed_ids: list[str]) -> int:
         )
 
 
-def check_interrupted(home: Path, url: str, timeout_s: float) -> float | None:
-    """Seconds `orbit check-interrupted --json` takes, or None past the timeout."""
+def check_interrupted(home: Path, url: str, timeout_s: float) -> dict[str, Any]:
+    """`orbit check-interrupted --json` in a subprocess: wall seconds (None past the
+    timeout), the child's CPU seconds (user + sys: what the machine's load does not
+    inflate), and for comparison the wall and CPU seconds of `orbit --help` (the same
+    interpreter start and imports, no work)."""
     env = {**os.environ, **dagster_env(home, url, base={}), "DAGSTER_HOME": str(home)}
-    started = time.perf_counter()
-    try:
-        subprocess.run(
-            [sys.executable, "-m", "orbit_pipelines.cli", "check-interrupted", "--json"],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            timeout=timeout_s,
-            check=False,
-            start_new_session=True,
-        )
-    except subprocess.TimeoutExpired:
-        return None
-    return round(time.perf_counter() - started, 2)
+
+    def timed(args: list[str]) -> tuple[float | None, float]:
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        started = time.perf_counter()
+        try:
+            subprocess.run(
+                [sys.executable, "-m", "orbit_pipelines.cli", *args],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                timeout=timeout_s,
+                check=False,
+                start_new_session=True,
+            )
+        except subprocess.TimeoutExpired:
+            return None, 0.0
+        wall = time.perf_counter() - started
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        return round(wall, 2), round(cpu, 2)
+
+    wall, cpu = timed(["check-interrupted", "--json"])
+    start_wall, start_cpu = timed(["--help"])
+    return {
+        "check_interrupted_s": wall,
+        "check_interrupted_cpu_s": cpu,
+        "cli_startup_s": start_wall,
+        "cli_startup_cpu_s": start_cpu,
+    }
 
 
 def measure(failed: int, check_timeout_s: float, counter: StatementCounter) -> dict[str, Any]:
@@ -271,7 +297,15 @@ def measure(failed: int, check_timeout_s: float, counter: StatementCounter) -> d
             # seconds after a burst.
             time.sleep(OVERLAP_S)
             tick(instance, engine, counter)
+            profiler = cProfile.Profile() if PROFILE_STEADY else None
+            if profiler:
+                profiler.enable()
             steady = tick(instance, engine, counter)
+            if profiler:
+                profiler.disable()
+                pstats.Stats(profiler, stream=sys.stderr).sort_stats("cumulative").print_stats(
+                    "orbit_pipelines|dagster/_core/instance|sqlalchemy/engine/base", 40
+                )
             line = {
                 "bench": "sensor_scale",
                 "started_runs": len(kinds["started"]),
@@ -286,10 +320,11 @@ def measure(failed: int, check_timeout_s: float, counter: StatementCounter) -> d
                 "steady_tick_decided": steady[0],
                 "build_s": round(build_s, 1),
             }
-            seconds = check_interrupted(home, url, check_timeout_s)
-            line["check_interrupted_s"] = seconds
-            if seconds is None:
+            timing = check_interrupted(home, url, check_timeout_s)
+            line.update(timing)
+            if timing["check_interrupted_s"] is None:
                 line["check_interrupted_timeout"] = check_timeout_s
+            line["load_avg"] = Path("/proc/loadavg").read_text().split()[:3]
         engine.dispose()
     return line
 
@@ -299,7 +334,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="200,1000,5000")
     parser.add_argument("--check-timeout", type=float, default=300.0)
+    parser.add_argument("--profile-steady", action="store_true", help="cProfile on stderr")
     args = parser.parse_args()
+    global PROFILE_STEADY
+    PROFILE_STEADY = args.profile_steady
     counter = StatementCounter()
     for size in (int(s) for s in args.sizes.split(",")):
         print(json.dumps(measure(size, args.check_timeout, counter)), flush=True)

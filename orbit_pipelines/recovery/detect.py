@@ -12,6 +12,7 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 from dagster import (
     DagsterEventType,
@@ -23,8 +24,10 @@ from dagster import (
     RunStatusChangeRecordsFilter,
     deserialize_value,
 )
-from dagster_postgres import PostgresEventLogStorage
 from sqlalchemy import Connection, select
+
+if TYPE_CHECKING:
+    from dagster_postgres import PostgresEventLogStorage
 
 from orbit_pipelines.recovery import dagster_private as dp
 from orbit_pipelines.recovery.liveness import pid_alive, this_host
@@ -229,6 +232,10 @@ def _judge_silence(
 
 
 def _batched_storage(instance: DagsterInstance) -> PostgresEventLogStorage | None:
+    # Imported here: half a second of imports every `orbit` command would pay, where an
+    # instance on Postgres has imported it already.
+    from dagster_postgres import PostgresEventLogStorage
+
     storage = instance.event_log_storage
     return storage if isinstance(storage, PostgresEventLogStorage) else None
 
