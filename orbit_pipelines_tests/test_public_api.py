@@ -6,6 +6,7 @@ No ``from __future__ import annotations``: Dagster inspects the op and asset sig
 
 import ast
 import importlib
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -43,6 +44,7 @@ from orbit_pipelines import (
 )
 
 PRODUCT = Path(orbit_pipelines.__file__).parent
+EXAMPLES = PRODUCT.parent / "orbit_examples"
 # The one import of the examples the product may make: `orbit demo`, lazily, inside a
 # function, behind a clear error when the examples are not installed.
 ALLOWED_LAZY = {("cli/demo.py", "_examples_demo")}
@@ -100,6 +102,108 @@ def test_the_ast_walk_finds_an_import_of_the_examples() -> None:
     assert _examples_imports(ast.parse(source)) == [(1, None), (2, None), (5, "f")]
 
 
+def _is_public(module: str, name: str | None) -> bool:
+    """Whether ``from module import name`` (``name`` None: ``import module``, or an attribute
+    chain ``module``) uses only the public API: the names in ``orbit_pipelines.__all__``, and
+    from the public ``orbit_pipelines.errors`` catalogue its codes (``E1234_NAME``)."""
+    public = set(orbit_pipelines.__all__)
+    if module == "orbit_pipelines":
+        return name is None or name in public
+    if module == "orbit_pipelines.errors":
+        if name is None:
+            return True
+        return name in public or (
+            re.fullmatch(r"E\d{4}_[A-Z0-9_]+", name) is not None
+            and hasattr(orbit_pipelines.errors, name)
+        )
+    return False
+
+
+def _non_public_uses(tree: ast.AST) -> list[tuple[int, str]]:
+    """(line, what) of every use of orbit_pipelines beyond its public API in ``tree``: an
+    import from a submodule or of a name not in ``__all__``, ``import orbit_pipelines.x``,
+    ``importlib.import_module("orbit_pipelines.x")`` and ``orbit_pipelines.x`` attributes."""
+    found: list[tuple[int, str]] = []
+
+    def ours(module: str) -> bool:
+        return module == "orbit_pipelines" or module.startswith("orbit_pipelines.")
+
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and ours(node.module or ""):
+            module = node.module or ""
+            found += [
+                (node.lineno, f"from {module} import {alias.name}")
+                for alias in node.names
+                if not _is_public(module, alias.name)
+            ]
+        elif isinstance(node, ast.Import):
+            found += [
+                (node.lineno, f"import {alias.name}")
+                for alias in node.names
+                if ours(alias.name) and not _is_public(alias.name, None)
+            ]
+        elif (
+            isinstance(node, ast.Call)
+            and getattr(node.func, "attr", getattr(node.func, "id", "")) == "import_module"
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, str)
+            and ours(node.args[0].value)
+            and not _is_public(node.args[0].value, None)
+        ):
+            found.append((node.lineno, f"import_module({node.args[0].value!r})"))
+        elif (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id == "orbit_pipelines"
+            and not _is_public("orbit_pipelines", node.attr)
+        ):
+            found.append((node.lineno, f"orbit_pipelines.{node.attr}"))
+    return found
+
+
+def test_the_examples_use_only_the_public_api() -> None:
+    # The examples are built as a user would build their pipelines: from the names in
+    # orbit_pipelines.__all__ (and orbit's own error codes), nothing internal.
+    files = sorted(EXAMPLES.rglob("*.py"))
+    assert len(files) > 10  # the walk really covers the package
+    offending = []
+    for path in files:
+        tree = ast.parse(path.read_text(), str(path))
+        for line, what in _non_public_uses(tree):
+            offending.append(f"{path.relative_to(EXAMPLES).as_posix()}:{line} {what}")
+    assert offending == [], "orbit_examples uses orbit_pipelines internals: " + ", ".join(offending)
+
+
+def test_the_public_api_walk_finds_each_spelling_of_an_internal_use() -> None:
+    source = (
+        "from orbit_pipelines import OrbitStore, run_rows\n"  # public
+        "from orbit_pipelines.errors import E3001_SERVICE_TIMEOUT, OrbitError\n"  # public
+        "from orbit_pipelines import errors\n"  # public
+        "from orbit_pipelines.store.urls import mask_url\n"  # 4
+        "from orbit_pipelines.errors import lookup\n"  # 5
+        "from orbit_pipelines import step_scope\n"  # 6
+        "import orbit_pipelines.processes\n"  # 7
+        "import orbit_pipelines\n"
+        "x = orbit_pipelines.recovery\n"  # 9
+        "y = orbit_pipelines.OrbitStore\n"
+        "def f():\n    import importlib\n"
+        "    importlib.import_module('orbit_pipelines.store.engine')\n"  # 13
+    )
+    assert [line for line, _ in _non_public_uses(ast.parse(source))] == [4, 5, 6, 7, 9, 13]
+
+
+def test_run_batches_is_not_a_way_to_write_a_step() -> None:
+    # One way to write a row step: run_rows (a row at a time) or run_frames (a DataFrame
+    # chunk at a time). The sink-batch runner stays internal machinery of the executor.
+    import orbit_pipelines.execution
+
+    step_functions = {n for n in orbit_pipelines.__all__ if n.startswith("run_")}
+    assert step_functions == {"run_rows", "run_frames"}
+    assert "run_batches" not in orbit_pipelines.execution.__all__
+    assert not hasattr(orbit_pipelines.execution, "run_batches")
+
+
 def test_importing_the_product_loads_no_example_module() -> None:
     code = (
         "import sys, orbit_pipelines, orbit_pipelines.errors, orbit_pipelines.execution\n"
@@ -147,6 +251,14 @@ def test_every_public_name_resolves_and_is_documented() -> None:
         assert required in names, required
     with pytest.raises(AttributeError):
         _ = orbit_pipelines.no_such_name  # type: ignore[attr-defined]
+
+
+def test_every_public_name_is_in_the_readme_section() -> None:
+    readme = (PRODUCT.parent / "README.md").read_text()
+    start = readme.index("## Make your own step crash-safe")
+    section = readme[start : readme.index("\n## ", start + 1)]
+    missing = [n for n in orbit_pipelines.__all__ if f"`{n}`" not in section]
+    assert missing == [], f"public names not documented in the README section: {missing}"
 
 
 def test_register_error_code_checks_family_and_duplicates() -> None:

@@ -1,8 +1,9 @@
-"""`orbit demo`: the one-command tour (see orbit_examples/demo.py).
+"""`orbit demo`: the one-command tour.
 
-The demo is an example (the carrier, the ``shipments`` job), so it lives in the
-``orbit_examples`` package, which the product never imports at module level: this command
-imports it when it runs, and says clearly what to install when it is absent.
+The scenario is an example (the carrier, the ``shipments`` job, what the report checks), so
+it lives in the ``orbit_examples`` package (``orbit_examples/demo.py``), which the product
+never imports at module level: this command imports it when it runs, says clearly what to
+install when it is absent, and hands it to the deployment in ``demo_runner.py``.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Callable, Mapping
 from types import ModuleType
 from typing import Any
 
+from orbit_pipelines.cli.demo_runner import run_demo
 from orbit_pipelines.cli.output import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 from orbit_pipelines.errors import OrbitError
 from orbit_pipelines.store.embedded import embedded_data_dir, embedded_pid
@@ -164,7 +166,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         log(note)
     embedded_before = configured_url() is None and embedded_pid() is not None
     try:
-        report = demo_module.run_demo(options, log=log)
+        report = run_demo(demo_module, options, log=log)
     except KeyboardInterrupt:
         log("interrupted; every process it started is stopped")
         left = embedded_note(embedded_before)
