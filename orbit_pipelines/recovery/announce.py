@@ -23,11 +23,13 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 from dagster import DagsterInstance, DagsterRun, MetadataValue
 
 from orbit_pipelines.errors import lookup
 from orbit_pipelines.recovery import dagster_private as dp
+from orbit_pipelines.recovery.detect import Candidate
 from orbit_pipelines.recovery.explain import first_line
 from orbit_pipelines.store.urls import mask_secrets
 from orbit_pipelines.tags import DECISION_TAG, SENSOR_NAME_TAG, TICK_ID_TAG, root_run_id_of
@@ -59,12 +61,12 @@ def launched_by_tags(sensor_name: str, log_key: Sequence[str] | None) -> dict[st
 
 def who(decided_by: str) -> str:
     """``sensor:orbit_recovery`` -> "the recovery sensor orbit_recovery"; ``cli`` -> "the
-    orbit CLI (a person)"."""
+    orbit CLI" (a person's `orbit resume`, or `orbit recover` from a script)."""
     kind, _, name = decided_by.partition(":")
     if kind == "sensor":
         return f"the recovery sensor {name}" if name else "the recovery sensor"
     if kind == "cli":
-        return "the orbit CLI (a person)"
+        return "the orbit CLI"
     return decided_by
 
 
@@ -126,7 +128,7 @@ def announce_launch(
     detail = readable_detail(detail)
     _event(
         instance,
-        parent,
+        _Target.of(parent),
         f"{PREFIX}: run {parent.run_id} was {_cause(reason, detail)}. {_upper(by)} "
         f"launched recovery run {recovery_run_id} (attempt {attempt}), which re-executes it "
         "from the point of failure.",
@@ -153,7 +155,7 @@ def announce_recovery_run(
     detail = readable_detail(detail)
     _event(
         instance,
-        recovery_run,
+        _Target.of(recovery_run),
         f"{PREFIX}: this run was launched by {who(decided_by)} (attempt {attempt}): run "
         f"{parent_run_id} was {_cause(reason, detail)}; this run re-executes it from the point "
         "of failure.",
@@ -175,26 +177,24 @@ def _launch_metadata(reason: str, detail: str, attempt: int, decided_by: str) ->
 
 def announce_hold(
     instance: DagsterInstance,
-    run_id: str,
+    candidate: Candidate,
     *,
-    reason: str,
     detail: str,
     why: str,
     decided_by: str,
-    error_code: str | None = None,
 ) -> None:
-    """Write a hold (a person must act) into the run's (and root's) event log and tag it."""
-    run = instance.get_run_by_id(run_id)
-    if run is None:
-        return
-    detail = readable_detail(detail, error_code)
+    """Write a hold (a person must act) into the run's (and root's) event log and tag it.
+
+    ``detail``: the candidate's, with what settling the run did (a hung run's termination).
+    The run's facts come from ``candidate``: no read per hold (a tick may hold thousands)."""
+    run_id, reason = candidate.run_id, candidate.reason
+    detail = readable_detail(detail, candidate.error_code)
     todo = what_to_do(why, run_id)
-    by = who(decided_by)
     _event(
         instance,
-        run,
-        f"{PREFIX}: run {run_id} was {_cause(reason, detail)}. {_upper(by)} holds it: "
-        f"{why}. What to do: {todo}.",
+        _Target(run_id, candidate.job_name, candidate.root_run_id),
+        f"{PREFIX}: run {run_id} was {_cause(reason, detail)}. {_upper(who(decided_by))} holds "
+        f"it: {why}. What to do: {todo}.",
         {
             "reason": reason,
             "detail": detail,
@@ -209,26 +209,20 @@ def announce_hold(
 
 
 def announce_not_recovering(
-    instance: DagsterInstance,
-    run_id: str,
-    *,
-    reason: str,
-    detail: str,
-    why: str,
-    decided_by: str,
-    error_code: str | None = None,
+    instance: DagsterInstance, candidate: Candidate, *, why: str, decided_by: str
 ) -> None:
     """Write "not recovering" (automatic recovery is switched off for it) into the run's
-    event log and tag it, once per reason: a skip decided again says nothing new."""
-    detail = readable_detail(detail, error_code)
-    run = instance.get_run_by_id(run_id)
+    event log and tag it, once per reason: a run already tagged with this reason (a skip
+    decided again) says nothing new."""
+    run_id, reason = candidate.run_id, candidate.reason
     value = _tag_value(f"not recovering ({reason}): {why}")
-    if run is None or run.tags.get(DECISION_TAG) == value:
+    if candidate.tags.get(DECISION_TAG) == value:
         return
+    detail = readable_detail(candidate.detail, candidate.error_code)
     todo = what_to_do(why, run_id)
     _event(
         instance,
-        run,
+        _Target(run_id, candidate.job_name, candidate.root_run_id),
         f"{PREFIX}: run {run_id} was {_cause(reason, detail)}. {_upper(who(decided_by))} "
         f"does not recover it: {why}. What to do: {todo}.",
         {
@@ -261,9 +255,20 @@ def _tag(instance: DagsterInstance, run_id: str, text: str) -> None:
         _log.exception("could not tag run %s with orbit's decision", run_id)
 
 
+@dataclass(frozen=True)
+class _Target:
+    run_id: str
+    job_name: str
+    root_run_id: str
+
+    @staticmethod
+    def of(run: DagsterRun) -> _Target:
+        return _Target(run.run_id, run.job_name, root_run_id_of(run))
+
+
 def _event(
     instance: DagsterInstance,
-    run: DagsterRun,
+    run: _Target,
     message: str,
     metadata: Mapping[str, object],
     *,
@@ -278,9 +283,8 @@ def _event(
     data = dp.EngineEventData(metadata=values)
     message = mask_secrets(message)
     targets = [run.run_id]
-    root = root_run_id_of(run)
-    if also_root and root != run.run_id:
-        targets.append(root)
+    if also_root and run.root_run_id != run.run_id:
+        targets.append(run.root_run_id)
     for run_id in targets:
         try:
             instance.report_engine_event(

@@ -15,6 +15,7 @@ from orbit_pipelines.recovery.announce import (
     readable_detail,
 )
 from orbit_pipelines.recovery.cycle import run_cycle
+from orbit_pipelines.recovery.detect import Candidate
 from orbit_pipelines.recovery.settings import RecoverySettings
 from orbit_pipelines.tags import DECISION_TAG
 from orbit_pipelines_tests.recovery.many_runs import failed_runs
@@ -70,22 +71,26 @@ def test_not_recovering_is_said_once_per_reason(dagster_home: Path, engine: obje
     outcomes = run_cycle(instance, engine, HOLD_ALL, decided_by="cli")  # type: ignore[arg-type]
     assert [o.action for o in outcomes if o.run_id == run_id] == ["skipped"]
     [(message, _metadata)] = _orbit_events(instance, run_id)
-    assert "The orbit CLI (a person) does not recover it: automatic recovery is off" in message
+    assert "The orbit CLI does not recover it: automatic recovery is off" in message
     assert f"`orbit resume {run_id}` recovers it by hand" in message
 
-    why = "automatic recovery is off for this job (tag orbit/auto_recover=false)"
-    announce_not_recovering(
-        instance, run_id, reason="failed", detail="worker lost", why=why, decided_by="cli"
-    )
-    assert len(_orbit_events(instance, run_id)) == 1
-    announce_not_recovering(
-        instance,
-        run_id,
+    # Decided again (the switch went off, on, off): the run's tag says it was said.
+    run = instance.get_run_by_id(run_id)
+    assert run is not None
+    candidate = Candidate(
+        run_id=run_id,
+        root_run_id=run_id,
+        job_name=run.job_name,
+        status="FAILURE",
         reason="failed",
         detail="worker lost",
-        why="automatic recovery is off everywhere (orbit.settings auto_recovery=false)",
-        decided_by="cli",
+        tags=dict(run.tags),
     )
+    why = "automatic recovery is off for this job (tag orbit/auto_recover=false)"
+    announce_not_recovering(instance, candidate, why=why, decided_by="cli")
+    assert len(_orbit_events(instance, run_id)) == 1
+    other = "automatic recovery is off everywhere (orbit.settings auto_recovery=false)"
+    announce_not_recovering(instance, candidate, why=other, decided_by="cli")
     assert len(_orbit_events(instance, run_id)) == 2
 
 
