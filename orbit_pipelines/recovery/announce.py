@@ -175,6 +175,30 @@ def _launch_metadata(reason: str, detail: str, attempt: int, decided_by: str) ->
     }
 
 
+def announce_finished(
+    instance: DagsterInstance, recovery_run: DagsterRun, parent_run_id: str
+) -> None:
+    """Write into the parent's (and root's) event log how its recovery run ended: the last
+    word of a recovery, where the first one (the launch) was written."""
+    status = recovery_run.status.value
+    if status == "SUCCESS":
+        then = "the run group is recovered"
+    else:
+        then = "its own failure is decided on like any other (another attempt, or a hold)"
+    _event(
+        instance,
+        _Target(parent_run_id, recovery_run.job_name, root_run_id_of(recovery_run)),
+        f"{PREFIX}: recovery run {recovery_run.run_id} of run {parent_run_id} ended {status}: "
+        f"{then}.",
+        {
+            "action": "finished",
+            "outcome": status,
+            "recovery_run": MetadataValue.dagster_run(recovery_run.run_id),
+        },
+        also_root=True,
+    )
+
+
 def announce_hold(
     instance: DagsterInstance,
     candidate: Candidate,

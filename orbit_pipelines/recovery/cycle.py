@@ -16,7 +16,11 @@ from typing import Any
 from dagster import DagsterInstance, DagsterRunStatus, JobDefinition, RunsFilter
 from sqlalchemy import Engine
 
-from orbit_pipelines.recovery.announce import announce_hold, announce_not_recovering
+from orbit_pipelines.recovery.announce import (
+    announce_finished,
+    announce_hold,
+    announce_not_recovering,
+)
 from orbit_pipelines.recovery.backfill_hold import settle_backfill_runs
 from orbit_pipelines.recovery.detect import Candidate
 from orbit_pipelines.recovery.launch import launch
@@ -75,6 +79,7 @@ def record_finished(instance: DagsterInstance, engine: Engine) -> list[Outcome]:
                 outcome=run.status.value,
             )
         if changed:
+            announce_finished(instance, run, row.parent_run_id)
             done.append(
                 Outcome(
                     row.parent_run_id,

@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 from dagster import DagsterRunStatus
 
+from orbit_pipelines.cli import main
 from orbit_pipelines.store.recoveries import get_recovery
 from orbit_pipelines.tags import DECISION_TAG, SENSOR_NAME_TAG, TICK_ID_TAG
 from orbit_pipelines_tests.processes import wait_for
@@ -112,6 +113,7 @@ def test_run_pages_show_the_reason_and_the_sensor(harness: Harness) -> None:
             f"orbit recovery: run {root_id} was dead",
             detail,
             f"The recovery sensor {SENSOR} launched recovery run {child.run_id}",
+            f"recovery run {child.run_id} of run {root_id} ended SUCCESS",
         ],
     )
     assert "sensor" in root_text
@@ -137,6 +139,17 @@ def test_run_pages_show_the_reason_and_the_sensor(harness: Harness) -> None:
         ],
     )
     wait_for_text(f"{base}/runs", [DECISION_TAG, "held (failed)"])
+
+    # A person resumes the held run: its tag and its page say so.
+    assert main(["resume", held_id]) == 0
+    resumed = harness.wait_child(held_id, timeout_s=120)
+    assert SENSOR_NAME_TAG not in resumed.tags  # launched by a person, not the sensor
+    run = harness.instance.get_run_by_id(held_id)
+    assert run is not None
+    assert run.tags[DECISION_TAG] == f"recovered: the orbit CLI launched {resumed.run_id}"
+    wait_for_text(
+        f"{base}/runs/{held_id}", [f"The orbit CLI launched recovery run {resumed.run_id}"]
+    )
 
     target = os.environ.get("ORBIT_UI_SCREENSHOT")
     if target:
