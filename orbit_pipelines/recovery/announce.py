@@ -6,7 +6,8 @@ Three things, each through Dagster's own storage so that every UI and API shows 
   group's root, when that is another run): the reason (dead / hung / failed) with its
   detail, and what orbit did — the recovery run it launched, or why it holds the run and
   what a person must do;
-- the same event on a recovery run itself, so its page says what it re-executes and why;
+- the same event on a recovery run itself, so its page says what it re-executes and why,
+  and on the parent when the recovery run ended (or could not be launched at all);
 - the tag ``orbit/decision`` on a held or skipped run (shown beside the run in the Runs
   list), overwritten when the run is recovered later.
 
@@ -40,9 +41,9 @@ _log = logging.getLogger(__name__)
 PREFIX = "orbit recovery"
 # Dagster stores tag values of any length, but the Runs list shows one line.
 _TAG_LIMIT = 240
-# Dagster's wrapper around an op's own exception says nothing about the cause.
 # "OrbitError: E-3001 ...": the code says what the class name would.
 _CODED_CLASS = re.compile(r"\b[A-Z]\w*(?:Error|Exception): (?=E-\d{4})")
+# Dagster's wrapper around an op's own exception says nothing about the cause.
 _WRAPPER = re.compile(r'(?:\w+: )?Error occurred while executing (?:op|asset) "[^"]*":?\s*')
 
 
@@ -86,6 +87,8 @@ def what_to_do(why: str, run_id: str) -> str:
         )
     if "never retried" in why:
         return f"fix the cause, then `orbit resume {run_id}` (or `orbit cancel {run_id}`)"
+    if "could not be launched" in why:
+        return f"fix what the error names, then `orbit resume {run_id}`"
     if "abandoned" in why:
         return f"nothing, unless it was a mistake: `orbit resume {run_id}` recovers it"
     return f"`orbit resume {run_id}` recovers it by hand; or switch automatic recovery back on"
@@ -138,6 +141,38 @@ def announce_launch(
     )
     if DECISION_TAG in parent.tags:
         _tag(instance, parent.run_id, f"recovered: {by} launched {recovery_run_id}")
+
+
+def announce_launch_failed(
+    instance: DagsterInstance,
+    parent: DagsterRun,
+    *,
+    reason: str,
+    detail: str,
+    error: BaseException,
+    decided_by: str,
+) -> None:
+    """The recovery run could not be created or queued (``store.recoveries`` holds the run
+    for a person): say so on the parent (and root) and tag it, with the error's first line."""
+    why = f"its recovery could not be launched: {first_line(str(error)) or type(error).__name__}"
+    todo = what_to_do(why, parent.run_id)
+    detail = readable_detail(detail)
+    _event(
+        instance,
+        _Target.of(parent),
+        f"{PREFIX}: run {parent.run_id} was {_cause(reason, detail)}. {_upper(who(decided_by))} "
+        f"holds it: {why}. What to do: {todo}.",
+        {
+            "reason": reason,
+            "detail": detail,
+            "action": "held",
+            "why": why,
+            "what_to_do": todo,
+            "decided_by": decided_by,
+        },
+        also_root=True,
+    )
+    _tag(instance, parent.run_id, f"held ({reason}): {why}")
 
 
 def announce_recovery_run(

@@ -28,7 +28,11 @@ from sqlalchemy import Engine
 
 from orbit_pipelines.errors import E2008_BAD_CONFIG, E4010_NOT_RECOVERABLE, OrbitError
 from orbit_pipelines.recovery import dagster_private as dp
-from orbit_pipelines.recovery.announce import announce_launch, announce_recovery_run
+from orbit_pipelines.recovery.announce import (
+    announce_launch,
+    announce_launch_failed,
+    announce_recovery_run,
+)
 from orbit_pipelines.recovery.child_run import (
     child_run_tags,
     create_run_like,
@@ -159,6 +163,14 @@ def launch(
     except Exception as error:
         with engine.begin() as conn:
             mark_launch_failed(conn, parent_run_id=parent_run_id, outcome=f"launch failed: {error}")
+        announce_launch_failed(
+            instance,
+            parent,
+            reason=row.reason,
+            detail=row.detail,
+            error=error,
+            decided_by=row.decided_by,
+        )
         raise
     with engine.begin() as conn:
         mark_launched(conn, parent_run_id=parent_run_id, recovery_run_id=run_id)

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from dagster import DagsterEventType, DagsterInstance
 
+from orbit_pipelines.errors import OrbitError
 from orbit_pipelines.recovery.announce import (
     PREFIX,
     announce_not_recovering,
@@ -16,6 +18,7 @@ from orbit_pipelines.recovery.announce import (
 )
 from orbit_pipelines.recovery.cycle import run_cycle
 from orbit_pipelines.recovery.detect import Candidate
+from orbit_pipelines.recovery.launch import launch
 from orbit_pipelines.recovery.settings import RecoverySettings
 from orbit_pipelines.tags import DECISION_TAG
 from orbit_pipelines_tests.recovery.many_runs import failed_runs
@@ -116,3 +119,20 @@ def test_a_detail_is_shown_without_class_paths_or_dagsters_wrapper() -> None:
     assert readable_detail(coded, "E-3001") == "step ship failed: E-3001 UPS API timeout"
     dead = "worker process gone on vm: process_rows (pid 19542) | held: attempt budget used up"
     assert readable_detail(dead) == "worker process gone on vm: process_rows (pid 19542)"
+
+
+def test_a_launch_that_fails_is_announced_as_a_hold_with_the_error(
+    dagster_home: Path, engine: object
+) -> None:
+    instance = DagsterInstance.get()
+    # A run in storage only: no code origin to re-launch from, so the launch itself fails.
+    [run_id] = failed_runs(instance, 1)
+    with pytest.raises(OrbitError):
+        launch(instance, engine, run_id, decided_by="cli", reason="failed", detail="worker lost")  # type: ignore[arg-type]
+    [(message, metadata)] = _orbit_events(instance, run_id)
+    assert "The orbit CLI holds it: its recovery could not be launched: E-4010" in message
+    assert f"What to do: fix what the error names, then `orbit resume {run_id}`" in message
+    assert metadata["action"] == "held"
+    run = instance.get_run_by_id(run_id)
+    assert run is not None
+    assert run.tags[DECISION_TAG].startswith("held (failed): its recovery could not be launched")
