@@ -8,8 +8,8 @@ Three things, each through Dagster's own storage so that every UI and API shows 
   what a person must do;
 - the same event on a recovery run itself, so its page says what it re-executes and why,
   and on the parent when the recovery run ended (or could not be launched at all);
-- the tag ``orbit/decision`` on a held or skipped run (shown beside the run in the Runs
-  list), overwritten when the run is recovered later.
+- the tag ``orbit/decision`` on a held run (shown beside the run in the Runs list),
+  overwritten when the run is recovered later.
 
 Dagster shows "Launched by <sensor>" for a run tagged ``dagster/sensor_name`` (the Runs
 list) and, with ``dagster/tick`` too, on the run's page (``RunHeaderTags.tsx``, which links
@@ -271,12 +271,9 @@ def announce_not_recovering(
     instance: DagsterInstance, candidate: Candidate, *, why: str, decided_by: str
 ) -> None:
     """Write "not recovering" (automatic recovery is switched off for it) into the run's
-    event log and tag it, once per reason: a run already tagged with this reason (a skip
-    decided again) says nothing new."""
+    (and root's) event log. No tag: a skip is decided again only when its switch changes
+    (``scan``), and a run nobody holds needs no mark in the Runs list."""
     run_id, reason = candidate.run_id, candidate.reason
-    value = _tag_value(f"not recovering ({reason}): {why}")
-    if candidate.tags.get(DECISION_TAG) == value:
-        return
     detail = readable_detail(candidate.detail, candidate.error_code)
     todo = what_to_do(why, run_id)
     _event(
@@ -294,7 +291,6 @@ def announce_not_recovering(
         },
         also_root=True,
     )
-    _tag(instance, run_id, value)
 
 
 def _upper(text: str) -> str:

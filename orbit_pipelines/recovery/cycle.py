@@ -173,6 +173,7 @@ def run_cycle(
     remembered: list[dict[str, object]] = []
     holds: list[dict[str, object]] = []
     held: dict[str, tuple[Candidate, str, str]] = {}  # run id -> (candidate, detail, why)
+    skipped: list[tuple[Candidate, str]] = []  # (candidate, why)
     for candidate, decision in zip(found.candidates, decisions, strict=True):
         over_time = time.monotonic() - started > 2 * TIME_BUDGET_S
         if (max_launches is not None and launched >= max_launches) or over_time:
@@ -196,6 +197,8 @@ def run_cycle(
             if outcome.action == "held":
                 holds.append(_hold_row(candidate, decision, detail, decided_by))
                 held[candidate.run_id] = (candidate, detail, decision.why)
+            elif outcome.action == "skipped":
+                skipped.append((candidate, decision.why))
         except Exception as error:  # one bad run must not stop the others' recovery
             log.exception("recovery of run %s failed", candidate.run_id)
             outcome = Outcome(
@@ -228,27 +231,44 @@ def run_cycle(
         replace(o, action="lost_race") if o.action == "held" and o.run_id not in claimed else o
         for o in outcomes
     ]
-    # ~20 ms a hold (an event and a tag through Dagster's storage): bounded, so that a mass
-    # failure cannot push the tick past Dagster's sensor timeout. The holds not announced are
-    # still held and listed by `orbit check-interrupted`.
-    announce_until = time.monotonic() + TIME_BUDGET_S
-    unannounced = 0
-    for run_id, (candidate, detail, why) in held.items():
-        if run_id not in claimed:
-            continue
-        if time.monotonic() > announce_until:
-            unannounced += 1
-            continue
-        announce_hold(instance, candidate, detail=detail, why=why, decided_by=decided_by)
-    if unannounced:
-        log.warning(
-            "%d held run(s) got no orbit event or tag in the UI (time budget of this pass "
-            "used); `orbit check-interrupted` lists them",
-            unannounced,
-        )
+    _announce(instance, log, decided_by, [h for r, h in held.items() if r in claimed], skipped)
     for outcome in outcomes:
         log.info(outcome.line())
     return outcomes
+
+
+def _announce(
+    instance: DagsterInstance,
+    log: Any,
+    decided_by: str,
+    holds: list[tuple[Candidate, str, str]],
+    skips: list[tuple[Candidate, str]],
+) -> None:
+    """Write the pass's holds (first: a person must act) and skips into the runs' event logs.
+
+    Each costs Dagster's storage a connection or two (a hold: an event and a tag, ~20 ms at
+    load 8; a skip: an event), so a mass failure could push the tick past Dagster's sensor
+    timeout: they get at most TIME_BUDGET_S a pass, after the decisions are stored. What is
+    left is logged; `orbit check-interrupted` lists every held run either way.
+    """
+    until = time.monotonic() + TIME_BUDGET_S
+    left = 0
+    for candidate, detail, why in holds:
+        if time.monotonic() > until:
+            left += 1
+            continue
+        announce_hold(instance, candidate, detail=detail, why=why, decided_by=decided_by)
+    for candidate, why in skips:
+        if time.monotonic() > until:
+            left += 1
+            continue
+        announce_not_recovering(instance, candidate, why=why, decided_by=decided_by)
+    if left:
+        log.warning(
+            "%d decision(s) of this pass got no orbit event in the Dagster UI (time budget "
+            "used); `orbit check-interrupted` lists the held runs",
+            left,
+        )
 
 
 def _hold_row(
@@ -303,7 +323,6 @@ def _handle(
         if candidate.reason == "dead":
             # Even with recovery off, a dead run must not pretend to be running.
             mark_failed(instance, candidate.run_id, candidate.reason, candidate.detail)
-        announce_not_recovering(instance, candidate, why=decision.why, decided_by=decided_by)
         return Outcome(
             candidate.run_id, candidate.reason, "skipped", decision.why
         ), candidate.detail

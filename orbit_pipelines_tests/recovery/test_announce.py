@@ -10,14 +10,8 @@ import pytest
 from dagster import DagsterEventType, DagsterInstance
 
 from orbit_pipelines.errors import OrbitError
-from orbit_pipelines.recovery.announce import (
-    PREFIX,
-    announce_not_recovering,
-    launched_by_tags,
-    readable_detail,
-)
+from orbit_pipelines.recovery.announce import PREFIX, launched_by_tags, readable_detail
 from orbit_pipelines.recovery.cycle import run_cycle
-from orbit_pipelines.recovery.detect import Candidate
 from orbit_pipelines.recovery.launch import launch
 from orbit_pipelines.recovery.settings import RecoverySettings
 from orbit_pipelines.tags import DECISION_TAG
@@ -68,33 +62,18 @@ def test_a_hold_is_written_to_the_runs_event_log_with_what_to_do_and_tagged(
     assert len(_orbit_events(instance, run_id)) == 1
 
 
-def test_not_recovering_is_said_once_per_reason(dagster_home: Path, engine: object) -> None:
+def test_not_recovering_is_said_once(dagster_home: Path, engine: object) -> None:
     instance = DagsterInstance.get()
     [run_id] = failed_runs(instance, 1, tags={"orbit/auto_recover": "false"})
     outcomes = run_cycle(instance, engine, HOLD_ALL, decided_by="cli")  # type: ignore[arg-type]
     assert [o.action for o in outcomes if o.run_id == run_id] == ["skipped"]
-    [(message, _metadata)] = _orbit_events(instance, run_id)
+    [(message, metadata)] = _orbit_events(instance, run_id)
     assert "The orbit CLI does not recover it: automatic recovery is off" in message
     assert f"`orbit resume {run_id}` recovers it by hand" in message
-
-    # Decided again (the switch went off, on, off): the run's tag says it was said.
-    run = instance.get_run_by_id(run_id)
-    assert run is not None
-    candidate = Candidate(
-        run_id=run_id,
-        root_run_id=run_id,
-        job_name=run.job_name,
-        status="FAILURE",
-        reason="failed",
-        detail="worker lost",
-        tags=dict(run.tags),
-    )
-    why = "automatic recovery is off for this job (tag orbit/auto_recover=false)"
-    announce_not_recovering(instance, candidate, why=why, decided_by="cli")
+    assert metadata["action"] == "not recovering"
+    # The skip is remembered: later passes do not decide it, nor say it, again.
+    run_cycle(instance, engine, HOLD_ALL, decided_by="cli")  # type: ignore[arg-type]
     assert len(_orbit_events(instance, run_id)) == 1
-    other = "automatic recovery is off everywhere (orbit.settings auto_recovery=false)"
-    announce_not_recovering(instance, candidate, why=other, decided_by="cli")
-    assert len(_orbit_events(instance, run_id)) == 2
 
 
 def test_launched_by_tags_take_the_tick_only_from_a_daemon_evaluation() -> None:
