@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from dagster import (
     DagsterEventType,
@@ -24,7 +24,7 @@ from dagster import (
     RunStatusChangeRecordsFilter,
     deserialize_value,
 )
-from sqlalchemy import Connection, select
+from sqlalchemy import ARRAY, Connection, Text, any_, bindparam, select
 
 if TYPE_CHECKING:
     from dagster_postgres import PostgresEventLogStorage
@@ -240,6 +240,12 @@ def _batched_storage(instance: DagsterInstance) -> PostgresEventLogStorage | Non
     return storage if isinstance(storage, PostgresEventLogStorage) else None
 
 
+def _any(values: list[str]) -> Any:
+    """``= ANY(%(ids)s::text[])``: one array parameter where ``IN`` binds (and SQLAlchemy
+    compiles) one per run id; Postgres still walks idx_events_by_run_id per id."""
+    return any_(bindparam(None, values, type_=ARRAY(Text)))
+
+
 def _chunks(ids: Sequence[str]) -> list[list[str]]:
     return [list(ids[i : i + _RUNS_PER_QUERY]) for i in range(0, len(ids), _RUNS_PER_QUERY)]
 
@@ -268,7 +274,7 @@ def run_events(
         query = (
             select(table.c.run_id, table.c.event)
             .where(
-                table.c.run_id.in_(chunk),
+                table.c.run_id == _any(chunk),
                 table.c.dagster_event_type.in_(sorted(t.value for t in types)),
             )
             .order_by(table.c.id.asc())
@@ -325,7 +331,7 @@ def step_states_for_runs(
         query = (
             select(table.c.run_id, table.c.step_key, table.c.dagster_event_type, table.c.timestamp)
             .where(
-                table.c.run_id.in_(chunk),
+                table.c.run_id == _any(chunk),
                 table.c.step_key.is_not(None),
                 table.c.dagster_event_type.in_(sorted(_STEP_STATES)),
             )
@@ -385,7 +391,7 @@ def _edge_events(
         # DISTINCT ON walks idx_events_by_run_id (run_id, id) once per run.
         query = (
             select(table.c.run_id, table.c.event)
-            .where(table.c.run_id.in_(chunk))
+            .where(table.c.run_id == _any(chunk))
             .distinct(table.c.run_id)
             .order_by(table.c.run_id, table.c.id.desc() if newest else table.c.id.asc())
         )
@@ -667,7 +673,7 @@ def first_step_failures(
         query = (
             select(table.c.run_id, table.c.event)
             .where(
-                table.c.run_id.in_(chunk),
+                table.c.run_id == _any(chunk),
                 table.c.dagster_event_type == DagsterEventType.STEP_FAILURE.value,
             )
             .distinct(table.c.run_id)
