@@ -50,6 +50,20 @@ EXAMPLES = PRODUCT.parent / "orbit_examples"
 ALLOWED_LAZY = {("cli/demo.py", "_examples_demo")}
 
 
+def _import_module_arg(node: ast.AST) -> str | None:
+    """The module named by ``importlib.import_module("...")`` (or ``import_module``) in
+    ``node``, when it is such a call with a literal name."""
+    if (
+        isinstance(node, ast.Call)
+        and node.args
+        and isinstance(node.args[0], ast.Constant)
+        and isinstance(node.args[0].value, str)
+        and getattr(node.func, "attr", getattr(node.func, "id", "")) == "import_module"
+    ):
+        return node.args[0].value
+    return None
+
+
 def _examples_imports(tree: ast.AST) -> list[tuple[int, str | None]]:
     """(line, enclosing function or None) of every import of orbit_examples in ``tree``."""
     found: list[tuple[int, str | None]] = []
@@ -64,14 +78,8 @@ def _examples_imports(tree: ast.AST) -> list[tuple[int, str | None]]:
                 names = [a.name for a in child.names]
             elif isinstance(child, ast.ImportFrom) and child.level == 0:
                 names = [child.module or ""]
-            elif (
-                isinstance(child, ast.Call)
-                and child.args
-                and isinstance(child.args[0], ast.Constant)
-                and isinstance(child.args[0].value, str)
-                and getattr(child.func, "attr", getattr(child.func, "id", "")) == "import_module"
-            ):
-                names = [child.args[0].value]
+            elif (module := _import_module_arg(child)) is not None:
+                names = [module]
             if any(n == "orbit_examples" or n.startswith("orbit_examples.") for n in names):
                 found.append((child.lineno, function))
             visit(child, inner)
@@ -143,15 +151,11 @@ def _non_public_uses(tree: ast.AST) -> list[tuple[int, str]]:
                 if ours(alias.name) and not _is_public(alias.name, None)
             ]
         elif (
-            isinstance(node, ast.Call)
-            and getattr(node.func, "attr", getattr(node.func, "id", "")) == "import_module"
-            and node.args
-            and isinstance(node.args[0], ast.Constant)
-            and isinstance(node.args[0].value, str)
-            and ours(node.args[0].value)
-            and not _is_public(node.args[0].value, None)
+            (module := _import_module_arg(node)) is not None
+            and ours(module)
+            and not _is_public(module, None)
         ):
-            found.append((node.lineno, f"import_module({node.args[0].value!r})"))
+            found.append((node.lineno, f"import_module({module!r})"))
         elif (
             isinstance(node, ast.Attribute)
             and isinstance(node.value, ast.Name)
