@@ -564,16 +564,24 @@ def release_effect_holds(conn: Connection, root_run_ids: Sequence[str] | None = 
         if not root_run_ids:
             return []
         held = held.where(d.root_run_id.in_(list(root_run_ids)))
+    releasable = and_(
+        recoveries.c.status == "held",
+        # Still held for effects: a failed launch after a person's resume replaced
+        # the reason (mark_launch_failed) and waits for a person, not for effects.
+        recoveries.c.detail.like(f"%| held: %{EFFECTS_HOLD_MARK}%"),
+        held.exists(),
+    )
+    # Read first: every sensor pass calls this, and almost always there is nothing to
+    # release. A DELETE that matches nothing still waits for a lock on orbit.recoveries
+    # (found by chaos/test_concurrency.py, whose lock made every tick wait here), and the
+    # steady tick should write nothing.
+    candidates = list(conn.execute(select(recoveries.c.parent_run_id).where(releasable)).scalars())
+    if not candidates:
+        return []
     released = list(
         conn.execute(
             delete(recoveries)
-            .where(
-                recoveries.c.status == "held",
-                # Still held for effects: a failed launch after a person's resume replaced
-                # the reason (mark_launch_failed) and waits for a person, not for effects.
-                recoveries.c.detail.like(f"%| held: %{EFFECTS_HOLD_MARK}%"),
-                held.exists(),
-            )
+            .where(recoveries.c.parent_run_id.in_(candidates), releasable)
             .returning(recoveries.c.parent_run_id)
         ).scalars()
     )
