@@ -10,8 +10,9 @@ module never imports it.
 Everything is real: a fresh demo database (``orbit_demo`` unless told otherwise) on the
 configured (or embedded) Postgres, the scenario's services and ``dagster-daemon`` as child
 processes, the job launched with its fault injection armed, and the recovery sensor doing
-its work. The only setting the demo changes is the sensor interval (5 s instead of 15 s,
-unless ``ORBIT_RECOVERY_INTERVAL_S`` is set), so the tour is short.
+its work. The only setting the demo may change is the sensor interval (the scenario's
+``DEMO_SENSOR_INTERVAL_S`` unless ``ORBIT_RECOVERY_INTERVAL_S`` is set; 5 s, the default,
+for the examples' scenario).
 """
 
 from __future__ import annotations

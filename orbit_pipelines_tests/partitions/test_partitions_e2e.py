@@ -6,9 +6,6 @@ partitions. ``order_totals`` is a row step with a Sum and a SumBy and one effect
 
 from __future__ import annotations
 
-import json
-import subprocess
-import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -22,7 +19,6 @@ from orbit_pipelines_tests.partitions.location import (
     ROWS_PER_PARTITION,
     expected_totals,
 )
-from orbit_pipelines_tests.sensors.harness import BIN, REPO_ROOT
 
 pytestmark = pytest.mark.e2e
 
@@ -48,29 +44,7 @@ def deployed(
 
 def _launch_partition(h: PartitionsHarness, partition: str) -> str:
     """``dagster job launch`` of the asset job for one partition, as a user would."""
-    run_id = str(uuid.uuid4())
-    done = subprocess.run(
-        [
-            str(BIN / "dagster"),
-            "job",
-            "launch",
-            "-w",
-            str(h.workspace),
-            "-j",
-            "orders_daily_job",
-            "--run-id",
-            run_id,
-            "--tags",
-            json.dumps({PARTITION_TAG: partition, "team": "finance"}),
-        ],
-        env=h.env(),
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert done.returncode == 0, f"dagster job launch failed: {done.stderr[-3000:]}"
-    return run_id
+    return h.launch_job("orders_daily_job", tags={PARTITION_TAG: partition, "team": "finance"})
 
 
 def _group(h: PartitionsHarness, root: str) -> list[DagsterRun]:
