@@ -23,8 +23,14 @@ def orbit_home() -> Path:
 
 # A query parameter or libpq keyword that carries a secret.
 _SECRET_QUERY = re.compile(r"(?i)([?&](?:password|passwd|sslpassword)=)[^&#]*")
+# Also an environment-style name ending in one (PGPASSWORD=, ORBIT_DB_PASSWORD=: a shell
+# command quoted by subprocess.CalledProcessError) and a double-quoted value.
 _SECRET_KEYWORD = re.compile(
-    r"(?i)\b((?:password|passwd|sslpassword)\s*=\s*)('(?:[^'\\]|\\.)*'|\S*)"
+    r"(?i)\b(\w*(?:password|passwd)\s*=\s*)('(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|\S*)"
+)
+# A quoted key of a mapping's repr or of JSON: {'password': '...'} / {"password": "..."}.
+_SECRET_MAPPING = re.compile(
+    r"""(?i)(['"]\w*(?:password|passwd)['"]\s*:\s*)('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"|[^\s,}]*)"""
 )
 
 
@@ -130,6 +136,7 @@ def mask_secrets(text: str, url: str | None = None) -> str:
     if url:
         text = text.replace(url, mask_url(url))
     text = re.sub(r"(\w+://[^\s:/@]*:)[^\s]*@(?=[^\s@]*(?:\s|$))", r"\1***@", text)
+    text = _SECRET_MAPPING.sub(r"\1'***'", text)
     return _SECRET_QUERY.sub(r"\1***", _SECRET_KEYWORD.sub(r"\1***", text))
 
 
