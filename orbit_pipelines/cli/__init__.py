@@ -6,18 +6,61 @@ Exit codes: 0 ok, 1 something needs a person (or failed), 2 usage error.
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 from collections.abc import Sequence
 
-from orbit_pipelines.cli import auto_recovery, db, demo, dev, health, runs
 from orbit_pipelines.cli.database import forget_database
 from orbit_pipelines.cli.failures import as_orbit_error
 from orbit_pipelines.cli.output import EXIT_USAGE, print_error, print_usage_error
 from orbit_pipelines.errors import OrbitError
 
-# Each command module exposes register(subparsers); adding a command is one line here.
-COMMAND_MODULES = [dev, demo, db, runs, auto_recovery, health]
+# Each command module (orbit_pipelines.cli.<module>) exposes register(subparsers), which adds
+# the commands listed beside it, in this order. The table is here, not read from the modules,
+# so that `orbit X` imports only X's module: the run commands import Dagster (about a second
+# of CPU at start), the demo imports the examples, and `orbit --help` needs neither.
+# orbit_pipelines_tests/cli/test_cli_startup.py checks the table against the modules.
+COMMANDS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
+    ("dev", (("dev", "run the Dagster UI and daemon with the orbit code location"),)),
+    (
+        "demo",
+        (("demo", "ship orders, kill a worker partway, let the sensor recover it, report"),),
+    ),
+    ("db", (("db", "the orbit schema in Postgres"),)),
+    (
+        "runs",
+        (
+            ("check-interrupted", "run groups that are dead, hung, failed or held"),
+            ("status", "one run group: steps, rows, recoveries"),
+            ("resume", "re-execute from failure now"),
+            ("restart", "start the job over from scratch"),
+            ("cancel", "stop a run and abandon its group (`--undo` takes it back)"),
+            ("recover", "the sensor's decision, for every group, now"),
+            (
+                "effects",
+                "`effects RUN_ID`: in-doubt effects; `effects resolve KEY --succeeded|--failed`",
+            ),
+        ),
+    ),
+    (
+        "auto_recovery",
+        (
+            (
+                "auto-recovery",
+                "show, or turn on/off, automatic recovery by the sensor for every job",
+            ),
+        ),
+    ),
+    (
+        "health",
+        (
+            ("metrics", "recovery metrics over a time window"),
+            ("doctor", "configuration, schema, connections, ledger consistency; exit 1 on any"),
+        ),
+    ),
+)
+COMMAND_MODULES = [module for module, _commands in COMMANDS]
 
 
 class UsageError(Exception):
@@ -34,15 +77,28 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message, self.format_usage())
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The full argument parser (also used by tests and --help)."""
+def build_parser(words: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The argument parser (also used by tests and --help).
+
+    Without ``words``: every command module registers its commands. With the command line
+    ``words``: only the module of the command being run does; the others' commands are
+    placeholders with the same name and help, enough for `orbit --help` and for argparse's
+    "invalid choice" list, and never parsed (the top-level parser has no option that takes
+    a value, so the first word not starting with "-" is the command).
+    """
     parser = _Parser(
         prog="orbit", description="Crash-safe data pipelines on Dagster: run, inspect, recover."
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
-    for module in COMMAND_MODULES:
-        module.register(subparsers)
+    command = None if words is None else next((w for w in words if not w.startswith("-")), "")
+    for module_name, commands in COMMANDS:
+        if command is None or command in (name for name, _help in commands):
+            module = importlib.import_module(f"orbit_pipelines.cli.{module_name}")
+            module.register(subparsers)
+        else:
+            for name, help_ in commands:
+                subparsers.add_parser(name, help=help_, add_help=False)
     return parser
 
 
@@ -51,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     words = list(sys.argv[1:] if argv is None else argv)
     as_json = "--json" in words
     forget_database()
-    parser = build_parser()
+    parser = build_parser(words)
     try:
         args = parser.parse_args(words)
     except UsageError as error:

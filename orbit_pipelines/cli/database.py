@@ -10,7 +10,8 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 
-from orbit_pipelines.store.urls import configured_url, mask_url, orbit_home, resolve_url
+# orbit_pipelines.store.urls is imported where it is used: it imports SQLAlchemy, which the
+# CLI's start (`orbit --help`, a usage error under --json) does not need.
 
 
 @dataclass(frozen=True)
@@ -23,10 +24,14 @@ class Database:
     @property
     def masked(self) -> str:
         """The URL with every password masked."""
+        from orbit_pipelines.store.urls import mask_url
+
         return mask_url(self.url)
 
     def describe(self) -> str:
         """One line for a person."""
+        from orbit_pipelines.store.urls import orbit_home
+
         if self.embedded:
             return (
                 f"{self.masked} (the embedded Postgres under {orbit_home()}, because "
@@ -48,6 +53,8 @@ def resolve_database(*, announce: bool = True) -> Database:
     The announcement goes to stderr so that stdout stays the command's answer (JSON under
     --json, where ``print_json`` adds the same facts as a ``database`` field).
     """
+    from orbit_pipelines.store.urls import configured_url, resolve_url
+
     global _current
     embedded = configured_url() is None
     database = Database(resolve_url(), embedded)

@@ -7,7 +7,6 @@ import sys
 from typing import Any
 
 from orbit_pipelines.errors import E1010_UNKNOWN_RUN, OrbitError
-from orbit_pipelines.store.urls import mask_secrets
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -25,6 +24,10 @@ def exit_code_for(error: OrbitError) -> int:
 
 def error_json(code: str, message: str, hint: str | None, exit_code: int) -> dict[str, Any]:
     """The object an error prints under --json."""
+    # Here, not at the top: orbit_pipelines.store imports SQLAlchemy, which `orbit --help`
+    # and a usage error do not need.
+    from orbit_pipelines.store.urls import mask_secrets
+
     return {
         "error": {"code": code, "message": mask_secrets(message), "hint": hint},
         "exit_code": exit_code,
@@ -34,6 +37,8 @@ def error_json(code: str, message: str, hint: str | None, exit_code: int) -> dic
 def print_error(error: OrbitError, *, as_json: bool = False) -> int:
     """``error: E-2001 ...`` on stderr (hint on a second line), or a JSON object on stdout
     under --json; returns the exit code."""
+    from orbit_pipelines.store.urls import mask_secrets
+
     code = exit_code_for(error)
     if as_json:
         print_json(error_json(error.code, error.message, error.hint, code))
