@@ -24,7 +24,9 @@
   rows through the chunked DataFrame handler (``frame_rows`` + ``RowExecutor.run``, what
   ``run_frames`` runs; chunks of ``--frame-batch`` rows) with a vectorized pandas transform,
   against the same transform over the same chunks without orbit
-  (``frame_plain_whole_rows_per_s``: over the whole frame at once).
+  (``frame_plain_whole_rows_per_s``: over the whole frame at once). ``frame_rss_mb``: the
+  process's peak RSS (VmHWM, MB) after it, ``frame_base_rss_mb`` its RSS with the frame built
+  just before it (run with the other sizes at 0 to see the frame path's own peak).
 
 Smaller sizes: ``--rows``, ``--resume-rows``, ``--effects``, ``--resume-10m-rows``,
 ``--frame-rows`` (0 skips a measurement).
@@ -329,6 +331,7 @@ def main() -> None:
         if args.frame_rows:
             frame = frame_of(args.frame_rows)
             chunked_s, whole_s = frame_plain(frame, args.frame_batch)
+            frame_base_kb = _status_kb("VmRSS")
             frame_s = frame_checkpointed(engine, frame, args.frame_batch)
             del frame
             extra.update(
@@ -338,6 +341,8 @@ def main() -> None:
                 frame_plain_rows_per_s=round(args.frame_rows / chunked_s),
                 frame_plain_whole_rows_per_s=round(args.frame_rows / whole_s),
                 frame_ratio=round(chunked_s / frame_s, 4),
+                frame_rss_mb=round(_status_kb("VmHWM") / 1024, 1),
+                frame_base_rss_mb=round(frame_base_kb / 1024, 1),
             )
             loads["after_frames"] = list(os.getloadavg())
         engine.dispose()

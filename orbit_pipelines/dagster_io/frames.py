@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from hashlib import blake2b
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -29,8 +30,10 @@ from orbit_pipelines.errors import (
     is_retryable,
     lookup,
 )
-from orbit_pipelines.execution import RowContext, row_key_hash
+from orbit_pipelines.execution import RowContext
 from orbit_pipelines.execution.done_set import HASH_DTYPE
+from orbit_pipelines.execution.executor import PreparedKey
+from orbit_pipelines.execution.keys import canonical_key
 
 if TYPE_CHECKING:
     from orbit_pipelines.execution import RowExecutor
@@ -113,11 +116,62 @@ def frame_rows(
     return _FrameRows(_items(ex, frame, key, handler, agg_names), len(frame))
 
 
-def _digest(value: Any) -> bytes | None:
-    try:
-        return row_key_hash(value)
-    except Exception:
-        return None  # a bad key: the executor fails the row with its own code
+def _chunk_keys(values: pd.Series) -> tuple[list[Any], np.ndarray, np.ndarray]:
+    """The keys of a chunk for the executor, their digests and which are valid.
+
+    One pass over the key column: an integer column is rendered to text by numpy, a
+    column of plain strings is hashed as it is; anything else goes through the one key rule
+    row by row. Valid keys become ``PreparedKey`` (the executor does not hash them again);
+    a bad key stays the raw value, so the executor fails that row with its own code
+    (E-1013/E-1014), and its digest slot holds zeros and is never used (``valid`` False).
+    """
+    n = len(values)
+    array = values.to_numpy()
+    digests: list[bytes]
+    if array.dtype.kind in "iu":
+        texts = array.astype(str).tolist()
+        digests = [blake2b(f"\x00i:{t}".encode(), digest_size=16).digest() for t in texts]
+        keys: list[Any] = list(map(PreparedKey, texts, digests))
+        return keys, np.frombuffer(b"".join(digests), dtype=HASH_DTYPE), np.ones(n, dtype=bool)
+    raw = array.tolist()
+    keys = []
+    digests = []
+    valid = np.ones(n, dtype=bool)
+    for i, value in enumerate(raw):
+        if type(value) is str and value and "\x00" not in value:
+            try:
+                digest = blake2b(value.encode(), digest_size=16).digest()
+            except UnicodeEncodeError:
+                pass  # a lone surrogate: the key rule says why
+            else:
+                keys.append(PreparedKey(value, digest))
+                digests.append(digest)
+                continue
+        try:
+            rk = canonical_key(value)
+        except Exception:
+            keys.append(value)
+            digests.append(_NO_DIGEST)
+            valid[i] = False
+            continue
+        keys.append(PreparedKey(rk.display, rk.digest))
+        digests.append(rk.digest)
+    return keys, np.frombuffer(b"".join(digests), dtype=HASH_DTYPE), valid
+
+
+_NO_DIGEST = bytes(16)
+
+
+def _first_pending(digests: np.ndarray, pending: np.ndarray) -> np.ndarray:
+    """Positions of ``pending`` (a bool mask) keeping only a key's first place in the chunk
+    (a key twice in one chunk is handled once, like one met again in a later chunk)."""
+    at = np.flatnonzero(pending)
+    if at.shape[0] < 2:
+        return at
+    _, first = np.unique(digests[at], return_index=True)
+    if first.shape[0] == at.shape[0]:
+        return at
+    return at[np.sort(first)]
 
 
 def _items(
@@ -128,34 +182,27 @@ def _items(
     agg_names: Sequence[str],
 ) -> Iterator[_Item]:
     size = ex.options.batch_size
-    done_set = ex.load_done()
-    handed: set[bytes] = set()  # keys already given to the handler in this run
+    # The executor's own done set and the keys it handled so far in this run (16 bytes a
+    # key in sorted numpy levels, no Python object per row): this generator runs inside
+    # ``ex.run``, and a chunk is pulled only after the previous batch was recorded there.
+    done_set = ex.run_done_set if ex.run_done_set is not None else ex.load_done()
+    prepared = not ex.has_legacy_rows  # the old-rule check needs the raw key values
     keys = frame[key]
     chunk_no = 0
     for start in range(0, len(frame), size):
-        values = keys.iloc[start : start + size].tolist()
-        items = [_Item(v) for v in values]
-        digests = [_digest(v) for v in values]
-        known = [d for d in digests if d is not None]
-        done = (
-            done_set.contains(np.frombuffer(b"".join(known), dtype=HASH_DTYPE))
-            if known
-            else np.zeros(0, dtype=bool)
-        )
-        done_iter = iter(done.tolist())
-        pending: list[int] = []
-        for n, digest in enumerate(digests):
-            if digest is None:
-                continue  # the executor fails it (E-1013/E-1014) without handling it
-            if next(done_iter) or digest in handed:
-                continue
-            handed.add(digest)
-            pending.append(n)
-        if pending:
+        column = keys.iloc[start : start + size]
+        row_keys, digests, valid = _chunk_keys(column)
+        pending_mask = valid & ~done_set.contains(digests)
+        seen = ex.seen_keys
+        if len(seen):
+            pending_mask &= ~seen.contains(digests)
+        pending = _first_pending(digests, pending_mask)
+        items = [_Item(k) for k in (row_keys if prepared else column.tolist())]
+        if pending.shape[0]:
             chunk = frame.iloc[start : start + size].iloc[pending]
             fctx = FrameContext(ex, chunk_no, ex.scope.root_run_id, ex.scope.step_key)
             chunk_no += 1
-            chosen = [items[n] for n in pending]
+            chosen = [items[n] for n in pending.tolist()]
             try:
                 outcome = handler(chunk, fctx)
                 _attach(outcome, chunk, chosen, agg_names)

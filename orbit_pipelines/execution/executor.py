@@ -26,7 +26,7 @@ from hashlib import blake2b
 from itertools import islice
 from operator import itemgetter
 from types import TracebackType
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import psycopg
@@ -62,7 +62,17 @@ from orbit_pipelines.store.value_codec import safe_text
 Handler = Callable[[Any, RowContext], Any]
 KeyFn = Callable[[Any], Any]
 
-__all__ = ["RowExecutor", "StaleExecution", "StepFailed", "row_key_hash"]
+__all__ = ["PreparedKey", "RowExecutor", "StaleExecution", "StepFailed", "row_key_hash"]
+
+
+class PreparedKey(NamedTuple):
+    """A valid row key whose display form and 16-byte digest the caller already computed by
+    the one key rule (``canonical_key``), e.g. for a whole column at once: ``run`` takes it
+    as it is instead of hashing the key again. Never for a step with legacy ledger rows
+    (the old-rule check needs the raw value)."""
+
+    display: str
+    digest: bytes
 
 
 class StepFailed(OrbitError):
@@ -116,6 +126,8 @@ def _chunks(rows: Any, size: int) -> Iterator[list[Any]]:
 
 
 def _row_key(value: Any) -> tuple[str, bytes]:
+    if type(value) is PreparedKey:
+        return value
     # The common case first: a plain string key is its own display and its UTF-8 digest.
     if type(value) is str and value and "\x00" not in value:
         try:
@@ -206,6 +218,10 @@ class RowExecutor:
         self._heartbeat: HeartbeatThread | None = None
         self._epoch = 0
         self._legacy = False
+        # The current ``run``'s done set and the keys it handled so far: read by the frame
+        # path, which hands a chunk to its handler before the executor sees its rows.
+        self.run_done_set: DoneSet | None = None
+        self.seen_keys = SeenKeys()
         self._attempted: set[bytes] = set()
         self._aggs: dict[str, Aggregation] = {}
         self._states: dict[str, Any] = {}
@@ -347,6 +363,11 @@ class RowExecutor:
         self.conn.commit()
         return DoneSet(hashes)
 
+    @property
+    def has_legacy_rows(self) -> bool:
+        """Whether the ledger (as of the last ``load_done``) holds rows under the old key rule."""
+        return self._legacy
+
     def _load_aggregations(self, aggregations: Mapping[str, Aggregation] | None) -> None:
         self._aggs = dict(aggregations or {})
         saved, reflected = load_aggregations(self.conn, self.scope.root_run_id, self.scope.step_key)
@@ -396,9 +417,9 @@ class RowExecutor:
         key_of: KeyFn = itemgetter(key) if isinstance(key, str) else key
         total = len(rows) if hasattr(rows, "__len__") else None  # type: ignore[arg-type]
         self._rows_total = total
-        done_set = self.load_done()
+        done_set = self.run_done_set = self.load_done()
         self._load_aggregations(aggregations)
-        handled = SeenKeys()
+        handled = self.seen_keys = SeenKeys()
         ctx = RowContext(self, self._aggs)
         pending_agg = ctx._pending_agg
         quarantine = self.options.on_error == "quarantine"
@@ -435,7 +456,8 @@ class RowExecutor:
                 if digest in in_chunk:
                     summary.duplicates += 1
                     continue
-                if out.digests and conn.info.transaction_status != _IDLE:
+                # pgconn's int status: conn.info builds an object and an enum per call.
+                if out.digests and conn.pgconn.transaction_status != _IDLE:
                     # A transactional effect keeps the batch transaction open while the
                     # rows after it run; commit early, well before the server's
                     # idle-in-transaction timeout would end the session (on every attempt).
