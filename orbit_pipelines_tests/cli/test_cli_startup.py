@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -78,3 +80,41 @@ def test_a_command_parses_as_with_every_module_registered() -> None:
         for name, _help in commands:
             lazy = _subcommands(build_parser([name, "--json"])).choices
             assert lazy[name].format_help() == full[name].format_help(), name
+
+
+def test_the_command_as_a_process_says_what_it_says_in_process(dagster_home: Path) -> None:
+    """``python -m orbit_pipelines.cli`` (argv from the command line) is the path that turns
+    the garbage collector off while importing and freezes it at the end: same answers."""
+
+    def orbit(*words: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "orbit_pipelines.cli", *words],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=dict(os.environ),
+        )
+
+    listed = orbit("check-interrupted", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert json.loads(listed.stdout)["interrupted"] == []
+    assert "orbit: database" in listed.stderr
+    helped = orbit("--help")
+    assert helped.returncode == 0
+    assert helped.stdout == build_parser().format_help()
+    wrong = orbit("no-such-command")
+    assert wrong.returncode == 2
+    assert "invalid choice: 'no-such-command'" in wrong.stderr
+
+
+def test_main_in_process_without_argv_leaves_the_collector_on() -> None:
+    code = (
+        "import contextlib, gc, io, sys\nfrom orbit_pipelines.cli import main\n"
+        "sys.argv = ['orbit', '--help']\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n    main()\n"
+        "print(gc.isenabled())"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True
+    )
+    assert done.stdout.split() == ["True"]
