@@ -23,14 +23,16 @@ from orbit_pipelines.recovery.announce import (
 )
 from orbit_pipelines.recovery.backfill_hold import settle_backfill_runs
 from orbit_pipelines.recovery.detect import Candidate
-from orbit_pipelines.recovery.launch import launch
+from orbit_pipelines.recovery.launch import launch, recovery_run_id_for
 from orbit_pipelines.recovery.policy import Decision, decide_many
 from orbit_pipelines.recovery.scan import TIME_BUDGET_S, scan
 from orbit_pipelines.recovery.settings import RecoverySettings
 from orbit_pipelines.recovery.settle import mark_failed, terminate_hung
 from orbit_pipelines.store.recoveries import (
     claim_many,
+    group_control,
     mark_finished,
+    mark_launch_failed,
     save_decisions,
     save_failure_cursor,
     stale_launches,
@@ -103,8 +105,28 @@ def finish_stale_launches(
     """Take over launches whose launcher crashed; ``launch`` reuses the run it may have made."""
     with engine.connect() as conn:
         stale = stale_launches(conn, settings.launch_takeover_s)
+        controls = {row.root_run_id: group_control(conn, row.root_run_id) for row in stale}
     done: list[Outcome] = []
     for row in stale:
+        control = controls.get(row.root_run_id)
+        if (
+            control is not None
+            and control.abandoned_at is not None
+            and instance.get_run_by_id(recovery_run_id_for(row.parent_run_id)) is None
+        ):
+            # `orbit cancel` came after the claim and before the run existed: a person said
+            # stop, so the launch is not finished for them (a run that exists was cancelled
+            # with the group, and taking over only links it). Held, so a backfill waiting
+            # for it may end and `orbit resume` can still launch it.
+            why = (
+                f"not launched: run group {row.root_run_id} was cancelled (orbit cancel) "
+                f"before its recovery run was created; `orbit resume {row.parent_run_id}` "
+                "launches it"
+            )
+            with engine.begin() as conn:
+                mark_launch_failed(conn, parent_run_id=row.parent_run_id, outcome=why)
+            done.append(Outcome(row.parent_run_id, row.reason, "held", why))
+            continue
         try:
             result = launch(
                 instance,
