@@ -122,8 +122,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if whole_process:
             # Whatever is still alive lives until the exit: without this, the interpreter's
             # last collections walk it all once more (~0.4 CPU s after `check-interrupted`
-            # at 1,000 groups). Nothing else changes: atexit handlers and finalizers of
-            # objects freed by reference counting still run.
+            # at 1,000 groups). atexit handlers (logging's flush, weakref.finalize) and the
+            # finalizers of objects freed by reference counting still run; what is left in a
+            # reference cycle is not finalized, and the OS closes its sockets and files (the
+            # run commands have closed their engine and instance by then).
             gc.freeze()
             gc.enable()  # for a caller that goes on (main() called in-process without argv)
 
