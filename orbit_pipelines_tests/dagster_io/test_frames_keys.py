@@ -107,3 +107,27 @@ def test_an_int_column_over_many_chunks_is_handed_once_per_key(engine: Engine) -
     assert summary.done == 40
     assert summary.duplicates == len(range(0, 40, 3))
     assert summary.aggregations["total"] == 40
+
+
+def test_seen_keys_merged_levels_find_every_key_and_no_other() -> None:
+    # Levels merge by placing the newer sorted level into the older one: check it against
+    # the plain set of what was added, with many keys sharing their first 8 bytes.
+    from orbit_pipelines.execution.done_set import HASH_DTYPE, SeenKeys
+
+    rng = np.random.default_rng(16)
+    seen = SeenKeys()
+    added: set[bytes] = set()
+    for _ in range(40):
+        words = rng.integers(0, 2**63, size=(int(rng.integers(1, 60)), 2), dtype=np.uint64)
+        words[: len(words) // 2, 0] = 12345  # a shared first half
+        raw = words.astype(">u8").tobytes()
+        seen.add(np.frombuffer(raw, dtype=HASH_DTYPE))
+        added.update(raw[i : i + 16] for i in range(0, len(raw), 16))
+    assert len(seen) == len(added)
+    probe = np.frombuffer(b"".join(sorted(added)), dtype=HASH_DTYPE)
+    assert seen.contains(probe).all()
+    others = rng.integers(0, 2**63, size=(200, 2), dtype=np.uint64)
+    others[:100, 0] = 12345
+    assert not seen.contains(np.frombuffer(others.astype(">u8").tobytes(), dtype=HASH_DTYPE)).any()
+    for level in seen._levels:
+        assert bool((level._hi[1:] >= level._hi[:-1]).all())
