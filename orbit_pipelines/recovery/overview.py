@@ -326,7 +326,11 @@ def _state(latest: DagsterRun, recoveries: list[Recovery], abandoned: bool) -> s
 
 
 def _plan(
-    decision: Decision | None, state: str, recoveries: list[Recovery], settings: RecoverySettings
+    decision: Decision | None,
+    state: str,
+    recoveries: list[Recovery],
+    settings: RecoverySettings,
+    latest_run_id: str = "",
 ) -> str:
     if decision is not None:
         if decision.action == "launch":
@@ -350,6 +354,16 @@ def _plan(
         return f"being recovered{target}"
     if state == "abandoned":
         return "abandoned by a person (orbit cancel); recovery leaves it alone"
+    if state == "failed":
+        # Failed, and the sensor has nothing to decide: it ended before the sensor's
+        # lookback (the daemon was down) or was cancelled outside orbit. Its rows are not
+        # done; "nothing to do" would let a person walk away from them.
+        hours = settings.failed_lookback_s / 3600
+        return (
+            "not recovered automatically: the recovery sensor only retries runs that failed "
+            f"within its lookback ({hours:g} h) and were not cancelled; a person decides: "
+            f"orbit resume {latest_run_id} (or orbit restart / orbit cancel)"
+        )
     return "nothing to do"
 
 
@@ -594,7 +608,7 @@ def _finish(
         in_doubt=progress.in_doubt.get(d.root, []),
         effects=progress.effect_counts.get(d.root, {}),
         recoveries=recoveries,
-        plan=_plan(d.decision, d.state, recoveries, settings),
+        plan=_plan(d.decision, d.state, recoveries, settings, d.latest.run_id),
         decision=d.decision,
         failed_step=d.failed_step,
         explained=explained,
