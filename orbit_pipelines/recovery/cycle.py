@@ -30,9 +30,9 @@ from orbit_pipelines.recovery.settings import RecoverySettings
 from orbit_pipelines.recovery.settle import mark_failed, terminate_hung
 from orbit_pipelines.store.recoveries import (
     claim_many,
+    drop_cancelled_launch,
     group_control,
     mark_finished,
-    mark_launch_failed,
     save_decisions,
     save_failure_cursor,
     stale_launches,
@@ -116,16 +116,17 @@ def finish_stale_launches(
         ):
             # `orbit cancel` came after the claim and before the run existed: a person said
             # stop, so the launch is not finished for them (a run that exists was cancelled
-            # with the group, and taking over only links it). Held, so a backfill waiting
-            # for it may end and `orbit resume` can still launch it.
+            # with the group; taking over only links it). Undone as if cancelled before the
+            # decision: a backfill waiting for it may end, `orbit cancel --undo` makes it
+            # due again, `orbit resume` launches it.
             why = (
-                f"not launched: run group {row.root_run_id} was cancelled (orbit cancel) "
-                f"before its recovery run was created; `orbit resume {row.parent_run_id}` "
-                "launches it"
+                f"run group {row.root_run_id} was cancelled (orbit cancel) before its recovery "
+                "run was created; not launched"
             )
             with engine.begin() as conn:
-                mark_launch_failed(conn, parent_run_id=row.parent_run_id, outcome=why)
-            done.append(Outcome(row.parent_run_id, row.reason, "held", why))
+                dropped = drop_cancelled_launch(conn, parent_run_id=row.parent_run_id, why=why)
+            if dropped:
+                done.append(Outcome(row.parent_run_id, row.reason, "skipped", why))
             continue
         try:
             result = launch(

@@ -160,6 +160,26 @@ def mark_finished(conn: Connection, *, parent_run_id: str, status: str, outcome:
     return result.rowcount == 1
 
 
+def drop_cancelled_launch(conn: Connection, *, parent_run_id: str, why: str) -> bool:
+    """Undo a 'launching' claim whose run group was cancelled before its run was created:
+    the row goes (it never launched) and the remembered decision becomes a skip that waits
+    for the group's switch, as if the group had been cancelled before the decision; so
+    ``orbit cancel --undo`` makes it due again and ``orbit resume`` claims afresh."""
+    gone = conn.execute(
+        delete(recoveries)
+        .where(recoveries.c.parent_run_id == parent_run_id, recoveries.c.status == "launching")
+        .returning(recoveries.c.parent_run_id)
+    ).first()
+    if gone is None:
+        return False
+    conn.execute(
+        update(recovery_decisions)
+        .where(recovery_decisions.c.parent_run_id == parent_run_id)
+        .values(action="skip", why=why, depends="switch_group", not_before=None)
+    )
+    return True
+
+
 def mark_launch_failed(conn: Connection, *, parent_run_id: str, outcome: str) -> None:
     """The launch itself failed: hold the row for a person, with the error as outcome and
     as the hold's reason (what ``check-interrupted`` shows after ``| held:``; an earlier

@@ -17,7 +17,14 @@ from orbit_pipelines.recovery.backfill_hold import settle_backfill_runs
 from orbit_pipelines.recovery.cycle import run_cycle
 from orbit_pipelines.recovery.manual import cancel_group
 from orbit_pipelines.recovery.settings import RecoverySettings
-from orbit_pipelines.store.recoveries import claim_recovery, get_recovery
+from orbit_pipelines.store.recoveries import (
+    claim_recovery,
+    due_decisions,
+    get_decision,
+    get_recovery,
+    save_decisions,
+    set_group_control,
+)
 from orbit_pipelines.tags import BACKFILL_TAG, WILL_RETRY_TAG
 from orbit_pipelines_tests.partitions.location import defs as partition_defs
 from orbit_pipelines_tests.recovery.many_runs import failed_runs
@@ -62,6 +69,7 @@ def test_a_stale_launch_of_a_cancelled_group_is_not_taken_over(
             detail="worker lost",
             decided_by="sensor:test",
         )
+        save_decisions(conn, [_launch_decision(run_id)])
     latest = instance.get_run_by_id(run_id)
     assert latest is not None
     cancel_group(instance, engine, run_id, latest, SETTINGS)  # what `orbit cancel` runs
@@ -72,11 +80,33 @@ def test_a_stale_launch_of_a_cancelled_group_is_not_taken_over(
     assert all(o.action not in ("launched", "error") for o in mine), mine
     assert instance.get_runs_count() == 1
     with engine.connect() as conn:
-        row = get_recovery(conn, run_id)
-    assert row is not None and row.status == "held" and row.recovery_run_id is None
-    assert "cancel" in (row.outcome or "")
+        assert get_recovery(conn, run_id) is None  # undone: it never launched
+        decision = get_decision(conn, run_id)
+    assert decision is not None and decision.action == "skip" and "cancel" in decision.why
     # The backfill is told orbit will not retry it, so it can end.
     settle_backfill_runs(instance, engine, SETTINGS)
     run = instance.get_run_by_id(run_id)
     assert run is not None and run.tags[WILL_RETRY_TAG] == "false"
     assert not run.is_complete_and_waiting_to_retry
+    # `orbit cancel --undo`: the sensor decides about it again (as after any cancel).
+    with engine.begin() as conn:
+        set_group_control(conn, run_id, abandoned=False)
+        assert run_id in [d.parent_run_id for d in due_decisions(conn, limit=10)]
+
+
+def _launch_decision(run_id: str) -> dict[str, object]:
+    return {
+        "parent_run_id": run_id,
+        "root_run_id": run_id,
+        "job_name": "quiet_job",
+        "reason": "failed",
+        "detail": "worker lost",
+        "error_code": None,
+        "failed_at": None,
+        "tags": {},
+        "action": "launch",
+        "why": "attempt 1 of 3",
+        "depends": "final",
+        "not_before": None,
+        "decided_by": "sensor:test",
+    }
