@@ -193,6 +193,7 @@ def run_cycle(
     with engine.connect() as conn:
         decisions = decide_many(conn, found.candidates, settings)
     launched = 0
+    handled = 0
     remembered: list[dict[str, object]] = []
     holds: list[dict[str, object]] = []
     held: dict[str, tuple[Candidate, str, str]] = {}  # run id -> (candidate, detail, why)
@@ -212,6 +213,13 @@ def run_cycle(
             )
             continue
         try:
+            if decision.action == "launch" and handled:
+                # Decided at the start of the pass; the runs handled before this one took
+                # time, and a person may have cancelled its group (or switched recovery off)
+                # meanwhile: decide again just before the claim.
+                with engine.connect() as conn:
+                    decision = decide_many(conn, [candidate], settings)[0]
+            handled += 1
             outcome, detail = _handle(
                 instance, engine, settings, candidate, decision, decided_by, job_lookup, launched_by
             )

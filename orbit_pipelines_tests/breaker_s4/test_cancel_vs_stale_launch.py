@@ -110,3 +110,32 @@ def _launch_decision(run_id: str) -> dict[str, object]:
         "not_before": None,
         "decided_by": "sensor:test",
     }
+
+
+def test_a_group_cancelled_during_the_pass_is_not_launched(
+    dagster_home: Path, engine: Engine
+) -> None:
+    """The pass decides for every candidate first and launches one after another; a person's
+    `orbit cancel` of a later group while earlier ones are handled must still count."""
+    instance = DagsterInstance.get()
+    _first, second = failed_runs(instance, 2)  # handled in failure order
+    settings = RecoverySettings(backoff_base_s=0.0, backoff_max_s=0.0)
+    cancelled: list[str] = []
+
+    def lookup(_job_name: str) -> None:
+        # Runs while the pass handles the first run: the person cancels `second` meanwhile.
+        if not cancelled:
+            latest = instance.get_run_by_id(second)
+            assert latest is not None
+            cancel_group(instance, engine, second, latest, settings)
+            cancelled.append(second)
+
+    outcomes = run_cycle(instance, engine, settings, decided_by="sensor:test", job_lookup=lookup)
+    assert cancelled == [second]
+    actions = {o.run_id: o.action for o in outcomes}
+    assert actions[second] == "skipped", outcomes
+    with engine.connect() as conn:
+        assert get_recovery(conn, second) is None
+        decision = get_decision(conn, second)
+    assert decision is not None and decision.action == "skip"
+    assert decision.depends == "switch_group"
