@@ -6,6 +6,7 @@ import json
 import os
 import random
 import signal
+import subprocess
 import sys
 import time
 from collections import Counter
@@ -24,6 +25,27 @@ BATCH = 100
 KILLS = 20
 
 
+def _kill_points(rng: random.Random) -> list[int]:
+    """Row counts to kill at, spread over the step: a kill after a random time let a fast
+    machine finish the 10,000 rows within 13-16 kills (the assertion below then failed)."""
+    return sorted(rng.sample(range(BATCH, ROWS - 2 * BATCH), KILLS))
+
+
+def _wait_then_pause(
+    engine: Engine, proc: subprocess.Popen[bytes], target: int, rng: random.Random
+) -> None:
+    """Until ``target`` rows are recorded (or the child ended), then a random pause inside
+    the batch in flight, so kills land at any moment of a batch."""
+
+    def reached() -> bool:
+        with engine.connect() as conn:
+            recorded = conn.execute(text("SELECT count(*) FROM orbit.step_rows")).scalar_one()
+        return recorded >= target or proc.poll() is not None
+
+    wait_for(reached, timeout_s=120, interval_s=0.005, what=f"{target} rows recorded")
+    time.sleep(rng.uniform(0, 0.05))
+
+
 def test_sigkill_at_random_moments_every_row_and_effect_exactly_once(
     engine: Engine, db_url: str, children: ChildProcesses, tmp_path: Path
 ) -> None:
@@ -37,6 +59,7 @@ def test_sigkill_at_random_moments_every_row_and_effect_exactly_once(
     args += [db_url, str(tmp_path), str(ROWS), str(BATCH)]
     log = tmp_path / "child.log"
 
+    targets = _kill_points(rng)
     kills = 0
     while kills < KILLS:
         (tmp_path / "ready").unlink(missing_ok=True)
@@ -47,7 +70,7 @@ def test_sigkill_at_random_moments_every_row_and_effect_exactly_once(
             interval_s=0.01,
             what="the child to start its rows",
         )
-        time.sleep(rng.uniform(0.05, 0.5))
+        _wait_then_pause(engine, proc, targets[kills], rng)
         if proc.poll() is not None:
             break  # finished before we could kill it: the step was too short
         os.killpg(proc.pid, signal.SIGKILL)
@@ -117,6 +140,7 @@ def test_sigkill_at_random_moments_with_duplicates_and_poison_rows(
     args += ["--batch", str(batch), "--input", "poison", "--heartbeat", "2"]
     log = tmp_path / "child.log"
 
+    targets = _kill_points(rng)
     kills = 0
     while kills < KILLS:
         run_id = f"run-{kills}"
@@ -127,7 +151,7 @@ def test_sigkill_at_random_moments_with_duplicates_and_poison_rows(
             interval_s=0.01,
             what="the child to start its rows",
         )
-        time.sleep(rng.uniform(0.05, 0.5))
+        _wait_then_pause(engine, proc, targets[kills], rng)
         if proc.poll() is not None:
             break
         os.killpg(proc.pid, signal.SIGKILL)
