@@ -67,14 +67,7 @@ def last_done_row_in_order(conn: Connection, root_run_id: str, step_key: str) ->
     whose own result is empty shows its succeeded effect's result (e.g. the carrier's
     tracking number).
     """
-    # The named file uses psycopg's %(name)s; SQLAlchemy's text() wants :name.
-    sql = load_sql("last_done_row").replace("%(root_run_id)s", ":root")
-    row = conn.execute(
-        text(sql.replace("%(step_key)s", ":step")), {"root": root_run_id, "step": step_key}
-    ).first()
-    if row is None:
-        return None
-    return DoneRow(step_key, row[0], row[1] if row[1] is not None else row[2])
+    return last_done_rows_in_order(conn, [(root_run_id, step_key)]).get((root_run_id, step_key))
 
 
 # --- many groups at once (``orbit check-interrupted`` at deployment scale) ---

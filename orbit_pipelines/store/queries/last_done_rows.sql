@@ -1,5 +1,5 @@
--- last_done_row.sql for many (root_run_id, step_key) pairs at once: for each pair, the last
--- completed row in input order with its own result and its succeeded side effect's result.
+-- For many (root_run_id, step_key) pairs at once: for each pair, the last completed row in
+-- input order with its own result and its succeeded side effect's result.
 -- Same rule per pair: only the last committed batch (rows sharing the latest updated_at)
 -- is ordered, by the effect recorded last, then by insertion order.
 WITH wanted AS (
