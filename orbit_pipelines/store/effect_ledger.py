@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
-from sqlalchemy import Connection, and_, or_, select, update
+from sqlalchemy import ColumnElement, Connection, and_, or_, select, update
 
 from orbit_pipelines.errors import E1003_INVALID_VALUE, OrbitError
 from orbit_pipelines.store import value_codec
@@ -156,27 +156,35 @@ class OpenEffect:
     updated_at: datetime
 
 
+def is_in_doubt() -> ColumnElement[bool]:
+    """An effect whose outcome is unknown and unsafe to retry blindly (see
+    ``effects_in_doubt``): the one definition every query of effects in doubt uses."""
+    return or_(
+        effects.c.status == "in_doubt",
+        and_(effects.c.status == "intent", effects.c.receiver != "idempotent"),
+    )
+
+
+# The columns of an ``OpenEffect``, in its field order.
+OPEN_EFFECT_COLUMNS = (
+    effects.c.effect_key,
+    effects.c.root_run_id,
+    effects.c.step_key,
+    effects.c.row_key,
+    effects.c.receiver,
+    effects.c.status,
+    effects.c.attempts,
+    effects.c.run_id,
+    effects.c.updated_at,
+)
+
+
 def effects_in_doubt(conn: Connection, root_run_id: str | None = None) -> list[OpenEffect]:
     """Effects whose outcome is unknown and unsafe to retry blindly, for one run group or
     all: ``in_doubt``, and an ``intent`` towards a receiver that does not honour the key
     (its process died between recording the intent and the outcome). An intent towards an
     idempotent receiver is safe: a retry with the same key is the reconciliation."""
-    stmt = select(
-        effects.c.effect_key,
-        effects.c.root_run_id,
-        effects.c.step_key,
-        effects.c.row_key,
-        effects.c.receiver,
-        effects.c.status,
-        effects.c.attempts,
-        effects.c.run_id,
-        effects.c.updated_at,
-    ).where(
-        or_(
-            effects.c.status == "in_doubt",
-            and_(effects.c.status == "intent", effects.c.receiver != "idempotent"),
-        )
-    )
+    stmt = select(*OPEN_EFFECT_COLUMNS).where(is_in_doubt())
     if root_run_id is not None:
         stmt = stmt.where(effects.c.root_run_id == root_run_id)
     return [OpenEffect(*row) for row in conn.execute(stmt.order_by(effects.c.effect_key))]

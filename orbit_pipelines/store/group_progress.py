@@ -6,9 +6,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ARRAY, Connection, Text, and_, any_, bindparam, func, or_, select, text
+from sqlalchemy import ARRAY, Connection, Text, any_, bindparam, func, select, text
 
-from orbit_pipelines.store.effect_ledger import OpenEffect
+from orbit_pipelines.store.effect_ledger import OPEN_EFFECT_COLUMNS, OpenEffect, is_in_doubt
 from orbit_pipelines.store.heartbeats import Heartbeat
 from orbit_pipelines.store.named_sql import load_sql
 from orbit_pipelines.store.recoveries import GroupControl, Recovery
@@ -124,24 +124,8 @@ def groups_progress(conn: Connection, root_run_ids: Iterable[str]) -> GroupsProg
         )
     # Same columns, condition and order as effect_ledger.effects_in_doubt.
     open_rows = conn.execute(
-        select(
-            effects.c.effect_key,
-            effects.c.root_run_id,
-            effects.c.step_key,
-            effects.c.row_key,
-            effects.c.receiver,
-            effects.c.status,
-            effects.c.attempts,
-            effects.c.run_id,
-            effects.c.updated_at,
-        )
-        .where(
-            effects.c.root_run_id == _any(roots),
-            or_(
-                effects.c.status == "in_doubt",
-                and_(effects.c.status == "intent", effects.c.receiver != "idempotent"),
-            ),
-        )
+        select(*OPEN_EFFECT_COLUMNS)
+        .where(effects.c.root_run_id == _any(roots), is_in_doubt())
         .order_by(effects.c.effect_key)
     )
     for open_row in open_rows:

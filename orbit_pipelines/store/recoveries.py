@@ -32,6 +32,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB, insert
 
+from orbit_pipelines.store.effect_ledger import is_in_doubt
 from orbit_pipelines.store.tables import effects, metadata, recoveries, run_groups, settings
 
 AUTO_RECOVERY_SETTING = "auto_recovery"
@@ -548,18 +549,9 @@ def policy_facts(conn: Connection, root_run_ids: Iterable[str]) -> PolicyFacts:
 EFFECTS_HOLD_MARK = " side effect(s) in doubt: "
 
 
-def _doubtful() -> ColumnElement[bool]:
-    """An effect whose outcome is unknown and unsafe to retry (the definition of
-    ``effect_ledger.effects_in_doubt``)."""
-    return or_(
-        effects.c.status == "in_doubt",
-        and_(effects.c.status == "intent", effects.c.receiver != "idempotent"),
-    )
-
-
 def _open_effect(root: ColumnElement[str]) -> Exists:
     """The group ``root`` has an effect in doubt."""
-    return select(literal(1)).where(effects.c.root_run_id == root, _doubtful()).exists()
+    return select(literal(1)).where(effects.c.root_run_id == root, is_in_doubt()).exists()
 
 
 def release_effect_holds(conn: Connection, root_run_ids: Sequence[str] | None = None) -> list[str]:
@@ -631,7 +623,7 @@ def open_effect_keys(conn: Connection, root_run_id: str) -> list[str]:
     return list(
         conn.execute(
             select(effects.c.effect_key)
-            .where(effects.c.root_run_id == root_run_id, _doubtful())
+            .where(effects.c.root_run_id == root_run_id, is_in_doubt())
             .order_by(effects.c.effect_key)
         ).scalars()
     )
