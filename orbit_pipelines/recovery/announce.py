@@ -155,24 +155,7 @@ def announce_launch_failed(
     """The recovery run could not be created or queued (``store.recoveries`` holds the run
     for a person): say so on the parent (and root) and tag it, with the error's first line."""
     why = f"its recovery could not be launched: {first_line(str(error)) or type(error).__name__}"
-    todo = what_to_do(why, parent.run_id)
-    detail = readable_detail(detail)
-    _event(
-        instance,
-        _Target.of(parent),
-        f"{PREFIX}: run {parent.run_id} was {_cause(reason, detail)}. {_upper(who(decided_by))} "
-        f"holds it: {why}. What to do: {todo}.",
-        {
-            "reason": reason,
-            "detail": detail,
-            "action": "held",
-            "why": why,
-            "what_to_do": todo,
-            "decided_by": decided_by,
-        },
-        also_root=True,
-    )
-    _tag(instance, parent.run_id, f"held ({reason}): {why}")
+    _announce_hold(instance, _Target.of(parent), reason, readable_detail(detail), why, decided_by)
 
 
 def announce_recovery_run(
@@ -248,23 +231,14 @@ def announce_hold(
     The run's facts come from ``candidate``: no read per hold (a tick may hold thousands)."""
     run_id, reason = candidate.run_id, candidate.reason
     detail = readable_detail(detail, candidate.error_code)
-    todo = what_to_do(why, run_id)
-    _event(
+    _announce_hold(
         instance,
         _Target(run_id, candidate.job_name, candidate.root_run_id),
-        f"{PREFIX}: run {run_id} was {_cause(reason, detail)}. {_upper(who(decided_by))} holds "
-        f"it: {why}. What to do: {todo}.",
-        {
-            "reason": reason,
-            "detail": detail,
-            "action": "held",
-            "why": why,
-            "what_to_do": todo,
-            "decided_by": decided_by,
-        },
-        also_root=True,
+        reason,
+        detail,
+        why,
+        decided_by,
     )
-    _tag(instance, run_id, f"held ({reason}): {why}")
 
 
 def announce_not_recovering(
@@ -355,3 +329,31 @@ def _text(value: object) -> MetadataValue:
     if isinstance(value, int):
         return MetadataValue.int(value)
     return MetadataValue.text(mask_secrets(str(value)))
+
+
+def _announce_hold(
+    instance: DagsterInstance,
+    target: _Target,
+    reason: str,
+    detail: str,
+    why: str,
+    decided_by: str,
+) -> None:
+    """The held event on the run (and its root) and its ``orbit/decision`` tag."""
+    todo = what_to_do(why, target.run_id)
+    _event(
+        instance,
+        target,
+        f"{PREFIX}: run {target.run_id} was {_cause(reason, detail)}. "
+        f"{_upper(who(decided_by))} holds it: {why}. What to do: {todo}.",
+        {
+            "reason": reason,
+            "detail": detail,
+            "action": "held",
+            "why": why,
+            "what_to_do": todo,
+            "decided_by": decided_by,
+        },
+        also_root=True,
+    )
+    _tag(instance, target.run_id, f"held ({reason}): {why}")
