@@ -79,7 +79,8 @@ def interrupted_text(group: GroupOverview) -> str:
     """The block `check-interrupted` prints for one group (the reference prompt of issue 15)."""
     focus = group.focus
     step = f" in step {focus.step_key}" if focus else ""
-    lines = [f"Job '{group.job_name}' was interrupted{_position(group)}{step} ({group.state})."]
+    state = f"{group.state}, before the lookback" if group.before_lookback else group.state
+    lines = [f"Job '{group.job_name}' was interrupted{_position(group)}{step} ({state})."]
     lines.append(f"  run {group.latest_run_id} (run group {group.root_run_id})")
     lines.append(
         f"  run started at {_when(group.started_at)}; last activity at {_when(group.last_activity)}"
@@ -244,5 +245,6 @@ def overview_json(group: GroupOverview) -> dict[str, Any]:
             for r in group.recoveries
         ],
         "plan": group.plan,
+        "before_lookback": group.before_lookback,
         "needs_person": group.needs_person,
     }

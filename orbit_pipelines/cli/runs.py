@@ -27,7 +27,11 @@ from orbit_pipelines.recovery.cycle import run_cycle
 from orbit_pipelines.recovery.detect import detect
 from orbit_pipelines.recovery.launch import launch
 from orbit_pipelines.recovery.manual import cancel_group, restart_group
-from orbit_pipelines.recovery.overview import group_overview, interrupted_groups
+from orbit_pipelines.recovery.overview import (
+    group_overview,
+    interrupted_groups,
+    interrupted_listing,
+)
 from orbit_pipelines.recovery.policy import switched_off
 from orbit_pipelines.recovery.settle import mark_failed, terminate_hung
 from orbit_pipelines.store.effect_ledger import effects_in_doubt, resolve_effect
@@ -135,13 +139,31 @@ def cmd_check_interrupted(args: argparse.Namespace) -> int:
     """List interrupted groups and what recovery will do; exit 1 if one needs a person."""
 
     def body(ctx: RunContext, args: argparse.Namespace) -> int:
-        groups = interrupted_groups(ctx.instance, ctx.engine, ctx.settings)
+        listing = interrupted_listing(ctx.instance, ctx.engine, ctx.settings)
+        groups = listing.groups
+        cut = (
+            None
+            if listing.older_complete
+            else f"failures before the recovery sensor's lookback: only the newest "
+            f"{listing.older_scanned:,} were looked at; older ones are not listed "
+            "(`orbit status RUN_ID` answers for any run)"
+        )
         if args.json:
-            print_json({"interrupted": [overview_json(g) for g in groups]})
+            print_json(
+                {
+                    "interrupted": [overview_json(g) for g in groups],
+                    "before_lookback_scan": {
+                        "failures_scanned": listing.older_scanned,
+                        "complete": listing.older_complete,
+                    },
+                }
+            )
         elif not groups:
-            print("No interrupted runs.")
+            print("No interrupted runs." + (f"\nNote: {cut}" if cut else ""))
         else:
             print("\n\n".join(interrupted_text(g) for g in groups))
+            if cut:
+                print(f"\nNote: {cut}")
         return EXIT_FAILURE if any(g.needs_person for g in groups) else EXIT_OK
 
     return _with_context(args, body)
@@ -369,6 +391,7 @@ def cmd_recover(args: argparse.Namespace) -> int:
                                 "job_name": g.job_name,
                                 "state": g.state,
                                 "plan": g.plan,
+                                "before_lookback": g.before_lookback,
                                 "needs_person": g.needs_person,
                             }
                             for g in groups

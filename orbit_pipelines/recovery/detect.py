@@ -47,6 +47,10 @@ PAGE_SIZE = 200
 # The listing (``detect``) reads bigger pages: it decides nothing, so a page is only as big
 # as one IN list, and every page costs Dagster a fresh connection per read.
 LISTING_PAGE = 1000
+# The listing's second scan, of failures older than the sensor's lookback, reads at most
+# this many RUN_FAILURE events (newest first): the person-facing listing must not grow with
+# the whole history of the deployment, and the sensor never reads them at all.
+OLDER_SCAN_EVENTS = 5 * LISTING_PAGE
 # Run ids per batched event-log query (an IN list; Postgres plans it on idx_events_by_run_id).
 _RUNS_PER_QUERY = 1000
 
@@ -480,6 +484,106 @@ def failure_page(
             for storage_id, run_id, at in rows
         ]
     )
+
+
+def failure_page_before(
+    instance: DagsterInstance,
+    *,
+    before_storage_id: int | None,
+    until: datetime,
+    limit: int = LISTING_PAGE,
+) -> FailurePage:
+    """RUN_FAILURE events before ``before_storage_id`` and at or before ``until``, newest
+    first: ``failure_page`` read backwards, for the failures older than the lookback."""
+    storage = _batched_storage(instance)
+    if storage is None:
+        result = instance.fetch_run_status_changes(
+            RunStatusChangeRecordsFilter(
+                DagsterEventType.RUN_FAILURE,
+                before_storage_id=before_storage_id,
+                # Dagster's filter is exclusive; the lookback's edge belongs to this side.
+                before_timestamp=until.timestamp() + 1e-6,
+            ),
+            limit=limit,
+            ascending=False,
+        )
+        return FailurePage(
+            [
+                FailureEvent(r.storage_id, r.event_log_entry.run_id, r.event_log_entry.timestamp)
+                for r in result.records
+            ]
+        )
+    table = dp.SqlEventLogStorageTable
+    query = (
+        select(table.c.id, table.c.run_id, table.c.timestamp)
+        .where(
+            table.c.dagster_event_type == DagsterEventType.RUN_FAILURE.value,
+            table.c.timestamp <= until.astimezone(UTC).replace(tzinfo=None),
+        )
+        .order_by(table.c.id.desc())
+        .limit(limit)
+    )
+    if before_storage_id is not None:
+        query = query.where(table.c.id < before_storage_id)
+    with storage.index_connection() as conn:
+        rows = conn.execute(query).fetchall()
+    return FailurePage(
+        [
+            FailureEvent(int(storage_id), run_id, at.replace(tzinfo=UTC).timestamp())
+            for storage_id, run_id, at in rows
+        ]
+    )
+
+
+@dataclass(frozen=True)
+class OlderFailures:
+    """Failed runs older than the sensor's lookback that nobody decided on or re-executed.
+
+    ``complete`` is False when the scan stopped at ``OLDER_SCAN_EVENTS`` events with more
+    left: older failures than those were not looked at."""
+
+    candidates: list[Candidate]
+    scanned: int
+    complete: bool
+
+
+def detect_failed_before_lookback(
+    instance: DagsterInstance,
+    conn: Connection,
+    settings: RecoverySettings,
+    *,
+    now: datetime | None = None,
+    keep: Callable[[str], bool] | None = None,
+    records: dict[str, RunRecord] | None = None,
+    max_events: int = OLDER_SCAN_EVENTS,
+) -> OlderFailures:
+    """The failures the sensor will never see (they ended before ``failed_lookback_s``),
+    newest first, for the person-facing listing only: the same filters as
+    ``detect_failed`` (FAILURE now, no decision row, not re-executed by anyone), page by
+    page with a cursor and a constant number of queries per page, at most ``max_events``
+    RUN_FAILURE events. The sensor's tick does not call this."""
+    now = now or datetime.now(UTC)
+    keep = keep or (lambda _name: True)
+    until = now - timedelta(seconds=settings.failed_lookback_s)
+    found: list[Candidate] = []
+    cursor: int | None = None
+    scanned = 0
+    while scanned < max_events:
+        limit = min(LISTING_PAGE, max_events - scanned)
+        page = failure_page_before(instance, before_storage_id=cursor, until=until, limit=limit)
+        scanned += len(page.events)
+        complete = len(page.events) < limit
+        if page.events:
+            cursor = page.events[-1].storage_id
+            ids = page.run_ids()
+            decided = recorded_parents(conn, ids)
+            found += failed_candidates(
+                instance, page, [i for i in ids if i not in decided], keep, records=records
+            )
+        if complete:
+            return OlderFailures(found, scanned, True)
+    more = failure_page_before(instance, before_storage_id=cursor, until=until, limit=1)
+    return OlderFailures(found, scanned, not more.events)
 
 
 def detect_failed(

@@ -8,6 +8,7 @@ would do, never a second opinion.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -28,6 +29,7 @@ from orbit_pipelines.recovery.detect import (
     Candidate,
     StepState,
     detect,
+    detect_failed_before_lookback,
     failure_cause,
     failure_causes,
     run_events,
@@ -97,6 +99,9 @@ class GroupOverview:
     failed_step: str | None = None
     explained: Explained | None = None
     group_started_at: datetime | None = None
+    # Its latest run failed before the sensor's lookback (``failed_lookback_s``): the
+    # sensor will never decide on it, only a person can.
+    before_lookback: bool = False
 
     @property
     def focus(self) -> StepView | None:
@@ -148,9 +153,10 @@ class GroupOverview:
 
     @property
     def needs_person(self) -> bool:
-        """Held decisions and in-doubt effects wait for a person."""
+        """Held decisions, in-doubt effects and failures before the sensor's lookback wait
+        for a person."""
         held_now = self.decision is not None and self.decision.action == "hold"
-        return self.state == "held" or held_now or bool(self.in_doubt)
+        return self.state == "held" or held_now or bool(self.in_doubt) or self.before_lookback
 
 
 def _group_runs(instance: DagsterInstance, run_id: str) -> tuple[str, list[DagsterRun]]:
@@ -331,6 +337,7 @@ def _plan(
     recoveries: list[Recovery],
     settings: RecoverySettings,
     latest_run_id: str = "",
+    before_lookback: bool = False,
 ) -> str:
     if decision is not None:
         if decision.action == "launch":
@@ -354,11 +361,19 @@ def _plan(
         return f"being recovered{target}"
     if state == "abandoned":
         return "abandoned by a person (orbit cancel); recovery leaves it alone"
+    hours = settings.failed_lookback_s / 3600
+    if state == "failed" and before_lookback:
+        # The daemon was down (a weekend) or the failure was left alone for a day: the
+        # sensor only pages through the lookback, so nothing automatic will ever happen.
+        return (
+            f"before the lookback: the sensor will not recover it (it failed more than "
+            f"{hours:g} h ago, ORBIT_RECOVERY_FAILED_LOOKBACK_S); a person decides: "
+            f"orbit resume {latest_run_id} (or orbit restart / orbit cancel)"
+        )
     if state == "failed":
-        # Failed, and the sensor has nothing to decide: it ended before the sensor's
-        # lookback (the daemon was down) or was cancelled outside orbit. Its rows are not
-        # done; "nothing to do" would let a person walk away from them.
-        hours = settings.failed_lookback_s / 3600
+        # Failed, and the sensor has nothing to decide: it was cancelled outside orbit, or
+        # failed within the lookback without the sensor having seen it yet. Its rows are
+        # not done; "nothing to do" would let a person walk away from them.
         return (
             "not recovered automatically: the recovery sensor only retries runs that failed "
             f"within its lookback ({hours:g} h) and were not cancelled; a person decides: "
@@ -590,6 +605,14 @@ def _finish(
     recoveries = progress.recoveries.get(d.root, [])
     root_record = d.records.get(d.runs[0].run_id)
     latest_record = d.records.get(d.latest.run_id)
+    end_time = latest_record.end_time if latest_record is not None else None
+    before_lookback = (
+        d.decision is None
+        and d.state == "failed"
+        and d.latest.status == DagsterRunStatus.FAILURE
+        and end_time is not None
+        and end_time < time.time() - settings.failed_lookback_s
+    )
     activity = [b.beat_at for b in d.beats.values()]
     if latest_record is not None and latest_record.update_timestamp is not None:
         activity.append(latest_record.update_timestamp.replace(tzinfo=UTC))
@@ -608,28 +631,54 @@ def _finish(
         in_doubt=progress.in_doubt.get(d.root, []),
         effects=progress.effect_counts.get(d.root, {}),
         recoveries=recoveries,
-        plan=_plan(d.decision, d.state, recoveries, settings, d.latest.run_id),
+        plan=_plan(d.decision, d.state, recoveries, settings, d.latest.run_id, before_lookback),
         decision=d.decision,
         failed_step=d.failed_step,
         explained=explained,
         group_started_at=_timestamp(root_record.start_time) if root_record else None,
+        before_lookback=before_lookback,
     )
+
+
+@dataclass(frozen=True)
+class InterruptedListing:
+    """``orbit check-interrupted``'s groups, and how far back the scan of failures older
+    than the sensor's lookback went (``older_complete`` False: it stopped at its bound,
+    ``older_scanned`` RUN_FAILURE events, with older ones left unread)."""
+
+    groups: list[GroupOverview]
+    older_scanned: int
+    older_complete: bool
 
 
 def interrupted_groups(
     instance: DagsterInstance, engine: Engine, settings: RecoverySettings
 ) -> list[GroupOverview]:
-    """Every run group that is dead, hung, failed (and not yet recovered) or held.
+    """Every run group that is dead, hung, failed (and not yet recovered) or held; see
+    ``interrupted_listing``."""
+    return interrupted_listing(instance, engine, settings).groups
+
+
+def interrupted_listing(
+    instance: DagsterInstance, engine: Engine, settings: RecoverySettings
+) -> InterruptedListing:
+    """Every run group that is dead, hung, failed (and not yet recovered) or held, then
+    the groups whose latest run failed before the sensor's lookback (the sensor will never
+    see them): not re-executed by anyone, not decided, not succeeded since, not abandoned
+    or cancelled.
 
     A constant number of queries whatever the number of groups: detection pages through
-    the failures, and every group is read in the batches of ``group_overviews``."""
+    the failures (the older ones in a second, bounded scan), and every group is read in
+    the batches of ``group_overviews``."""
     read: dict[str, RunRecord] = {}
     with engine.connect() as conn:
         candidates = detect(instance, conn, settings, records=read)
         held = held_parent_run_ids(conn)
+        older = detect_failed_before_lookback(instance, conn, settings, records=read)
     reads = DagsterReads(instance)
-    reads.known_causes(candidates)
-    reads.prefetch_groups([c.run_id for c in candidates] + held, known=read)
+    reads.known_causes(candidates + older.candidates)
+    old_ids = [c.run_id for c in older.candidates]
+    reads.prefetch_groups([c.run_id for c in candidates] + held + old_ids, known=read)
     listed = group_overviews(
         instance, engine, [(c.run_id, c) for c in candidates], settings, reads=reads
     )
@@ -650,4 +699,18 @@ def interrupted_groups(
         if overview.root_run_id not in seen and overview.state in _INTERRUPTED:
             seen.add(overview.root_run_id)
             found.append(overview)
-    return found
+    # No candidate for these: the policy would answer "launch", which the sensor will
+    # not do. The group's own latest run decides: a later success, a cancel, an abandon
+    # or a running re-execution of the group leaves it out.
+    old_rest = [
+        run_id
+        for run_id in dict.fromkeys(old_ids)
+        if (known := reads.group(run_id)) is not None and known[0] not in seen
+    ]
+    for overview in group_overviews(
+        instance, engine, [(run_id, None) for run_id in old_rest], settings, reads=reads
+    ):
+        if overview.root_run_id not in seen and overview.before_lookback:
+            seen.add(overview.root_run_id)
+            found.append(overview)
+    return InterruptedListing(found, older.scanned, older.complete)
