@@ -48,7 +48,13 @@ from orbit_pipelines.execution.aggregations import Aggregation
 from orbit_pipelines.execution.done_set import HASH_DTYPE, DoneSet, SeenKeys
 from orbit_pipelines.execution.effects import EffectGuard, EffectInDoubt
 from orbit_pipelines.execution.heartbeat import HeartbeatThread, beat
-from orbit_pipelines.execution.keys import RowKeyError, canonical_key, printable, row_key_hash
+from orbit_pipelines.execution.keys import (
+    RowKeyError,
+    batch_keys,
+    canonical_key,
+    printable,
+    row_key_hash,
+)
 from orbit_pipelines.execution.row_context import RowContext
 from orbit_pipelines.execution.scope import ExecutorOptions, ProgressEvent, RunScope, RunSummary
 from orbit_pipelines.execution.side_connection import SideConnection
@@ -143,6 +149,24 @@ def _keys_of(
 ) -> tuple[list[str], list[bytes], dict[int, OrbitError]]:
     """Display keys and digests of a chunk, and the rows whose key is missing or unusable
     (by their index in the chunk): those are failed like a row, never handled."""
+    try:
+        values = list(map(key_of, chunk))
+    except Exception:
+        # Some row has no key: the row-by-row pass below names it (key functions are
+        # pure, so asking them again is only time, and only for this chunk).
+        values = None
+    if values is not None:
+        fast = batch_keys(values)
+        if fast is not None:
+            return fast[0], fast[1], {}
+        if values and set(map(type, values)) == {PreparedKey}:
+            return [v.display for v in values], [v.digest for v in values], {}
+    return _keys_one_by_one(chunk, key_of, key, offset)
+
+
+def _keys_one_by_one(
+    chunk: list[Any], key_of: KeyFn, key: Any, offset: int
+) -> tuple[list[str], list[bytes], dict[int, OrbitError]]:
     keys: list[str] = []
     digests: list[bytes] = []
     problems: dict[int, OrbitError] = {}
@@ -221,7 +245,7 @@ class RowExecutor:
         # The current ``run``'s done set and the keys it handled so far: read by the frame
         # path, which hands a chunk to its handler before the executor sees its rows.
         self.run_done_set: DoneSet | None = None
-        self.seen_keys = SeenKeys()
+        self.seen_keys = HandledKeys()
         self._attempted: set[bytes] = set()
         self._aggs: dict[str, Aggregation] = {}
         self._states: dict[str, Any] = {}
@@ -419,16 +443,21 @@ class RowExecutor:
         self._rows_total = total
         done_set = self.run_done_set = self.load_done()
         self._load_aggregations(aggregations)
-        handled = self.seen_keys = SeenKeys()
+        handled = self.seen_keys = HandledKeys()
+        recent = handled.recent
         ctx = RowContext(self, self._aggs)
         pending_agg = ctx._pending_agg
         quarantine = self.options.on_error == "quarantine"
         reporter = _ProgressReporter(self.options, total, self._progress_cb)
         heartbeat = self._heartbeat
         conn = self.conn
+        pgconn = conn.pgconn  # the executor's connection is never replaced
         flush_after_s = self.options.idle_in_transaction_timeout_s / 4
         stop: StepFailed | None = None
         seen = 0
+        # Whether ctx is as _reset leaves it (across batches: it is one for the run): the
+        # plain path leaves it so and sets only the row's key, the others reset it first.
+        clean = True
 
         for chunk in _chunks(rows, self.options.batch_size):
             if heartbeat is not None and heartbeat.fenced_out:
@@ -439,99 +468,131 @@ class RowExecutor:
             if self._legacy:
                 is_done |= _done_under_old_rule(done_set, chunk, key_of, problems)
             summary.skipped_already_done += int(is_done.sum())
-            if len(handled):
-                # Met earlier in this run: a duplicate, whichever batch it was in.
-                again = handled.contains(hashes) & ~is_done
+            if len(handled.levels):
+                # Met earlier in this run: a duplicate, whichever batch it was in (those of
+                # the last few batches are found in ``recent``, row by row).
+                again = handled.levels.contains(hashes) & ~is_done
                 summary.duplicates += int(again.sum())
                 is_done |= again
             pending = np.flatnonzero(~is_done).tolist()
-            in_chunk: set[bytes] = set()
+            saw = recent.add
             out = _Outcomes()
+            # A row done with nothing else to record (no result, token or aggregation
+            # value) costs two appends; _Outcomes fills its other columns only if needed.
+            recorded = out.digests
+            add_digest, add_key = recorded.append, out.row_keys.append
+            plain_done = 0
             tx_seen: float | None = None
             infra = False
             i = -1
-            for i in pending:
-                row = chunk[i]
-                digest = digests[i]
-                if digest in in_chunk:
-                    summary.duplicates += 1
-                    continue
-                # pgconn's int status: conn.info builds an object and an enum per call.
-                if out.digests and conn.pgconn.transaction_status != _IDLE:
-                    # A transactional effect keeps the batch transaction open while the
-                    # rows after it run; commit early, well before the server's
-                    # idle-in-transaction timeout would end the session (on every attempt).
-                    now = time.monotonic()
-                    if tx_seen is None:
-                        tx_seen = now
-                    elif now - tx_seen > flush_after_s:
-                        self._commit(out, summary)
-                        out = _Outcomes()
-                        tx_seen = None
-                row_key = keys[i]
-                ctx._reset(row_key, digest)
-                try:
-                    problem = problems.get(i)
-                    if problem is not None:
-                        raise problem
-                    handler(row, ctx)
-                    status = "done"
-                    if ctx._tokens:
-                        status = _row_status_from_tokens(ctx)
-                    if status == "done":
-                        self._fold(pending_agg)
-                except EffectInDoubt as error:
-                    in_chunk.add(digest)
-                    summary.held += 1
-                    out.add(digest, row_key, "failed", None, error.code, error.message)
-                    out.add_tokens(ctx)
-                    continue
-                except FencedOut:
-                    raise
-                except Exception as error:
-                    if is_infrastructure(error):
-                        if self._superseded():
-                            raise self._fenced() from None  # our session was ended by it
-                        # Not the row's fault: nothing about it is recorded, a rerun does it.
-                        stop = _infra_failure(error, summary, f"row {row_key}")
-                        infra = True
-                        i -= 1
-                        break
-                    in_chunk.add(digest)
-                    code, message = error_fields(error)
-                    out.add_tokens(ctx)
-                    if quarantine and concerns_only_its_row(code):
-                        summary.quarantined += 1
-                        out.add(digest, row_key, "quarantined", None, code, message)
+            try:
+                for i in pending:
+                    digest = digests[i]
+                    if digest in recent:
+                        summary.duplicates += 1
                         continue
-                    summary.failed += 1
-                    out.add(digest, row_key, "failed", None, code, message)
-                    stop = StepFailed(code, f"row {row_key}: {message}", summary)
-                    break
-                in_chunk.add(digest)
-                if status == "done":
-                    summary.done += 1
-                    self._rows_reflected += 1
-                    out.add(digest, row_key, "done", ctx._result_text)
-                    if ctx._tokens:
-                        out.add_tokens(ctx)
-                elif status == "pending":
-                    out.add_tokens(ctx)
-                    summary.incomplete += 1
-                    out.add(digest, row_key, "pending", None)
-                else:
-                    out.add_tokens(ctx)
-                    failed = next(t for t in ctx._tokens or () if t.status == "failed")
-                    code = failed.error_code or E4004_ROW_FAILED.code
-                    message = f"token {failed.no}: {failed.error_message}"
-                    if quarantine:
-                        summary.quarantined += 1
-                        out.add(digest, row_key, "quarantined", None, code, message)
+                    # pgconn's int status: conn.info builds an object and an enum per call.
+                    if recorded and pgconn.transaction_status != _IDLE:
+                        # A transactional effect keeps the batch transaction open while the
+                        # rows after it run; commit early, well before the server's
+                        # idle-in-transaction timeout would end the session (on every
+                        # attempt).
+                        now = time.monotonic()
+                        if tx_seen is None:
+                            tx_seen = now
+                        elif now - tx_seen > flush_after_s:
+                            summary.done += plain_done
+                            self._rows_reflected += plain_done
+                            plain_done = 0
+                            self._commit(out, summary)
+                            out = _Outcomes()
+                            recorded = out.digests
+                            add_digest, add_key = recorded.append, out.row_keys.append
+                            tx_seen = None
+                    row_key = keys[i]
+                    if clean:
+                        ctx.row_key = row_key
+                        ctx.key_hash = digest
                     else:
+                        ctx._reset(row_key, digest)
+                        clean = True
+                    try:
+                        if problems and i in problems:
+                            raise problems[i]
+                        handler(chunk[i], ctx)
+                        if ctx._tokens is None and ctx._result_text is None and not pending_agg:
+                            status = ""  # done, and nothing else to record
+                        else:
+                            clean = False
+                            status = "done"
+                            if ctx._tokens:
+                                status = _row_status_from_tokens(ctx)
+                            if status == "done":
+                                self._fold(pending_agg)
+                    except EffectInDoubt as error:
+                        clean = False
+                        saw(digest)
+                        summary.held += 1
+                        out.add(digest, row_key, "failed", None, error.code, error.message)
+                        out.add_tokens(ctx)
+                        continue
+                    except FencedOut:
+                        raise
+                    except Exception as error:
+                        clean = False
+                        if is_infrastructure(error):
+                            if self._superseded():
+                                raise self._fenced() from None  # our session was ended by it
+                            # Not the row's fault: nothing about it is recorded, a rerun does
+                            # it.
+                            stop = _infra_failure(error, summary, f"row {row_key}")
+                            infra = True
+                            i -= 1
+                            break
+                        saw(digest)
+                        code, message = error_fields(error)
+                        out.add_tokens(ctx)
+                        if quarantine and concerns_only_its_row(code):
+                            summary.quarantined += 1
+                            out.add(digest, row_key, "quarantined", None, code, message)
+                            continue
                         summary.failed += 1
                         out.add(digest, row_key, "failed", None, code, message)
                         stop = StepFailed(code, f"row {row_key}: {message}", summary)
                         break
+                    saw(digest)
+                    if not status:
+                        add_digest(digest)
+                        add_key(row_key)
+                        plain_done += 1
+                    elif status == "done":
+                        summary.done += 1
+                        self._rows_reflected += 1
+                        out.add(digest, row_key, "done", ctx._result_text)
+                        if ctx._tokens:
+                            out.add_tokens(ctx)
+                    elif status == "pending":
+                        out.add_tokens(ctx)
+                        summary.incomplete += 1
+                        out.add(digest, row_key, "pending", None)
+                    else:
+                        out.add_tokens(ctx)
+                        failed = next(t for t in ctx._tokens or () if t.status == "failed")
+                        code = failed.error_code or E4004_ROW_FAILED.code
+                        message = f"token {failed.no}: {failed.error_message}"
+                        if quarantine:
+                            summary.quarantined += 1
+                            out.add(digest, row_key, "quarantined", None, code, message)
+                        else:
+                            summary.failed += 1
+                            out.add(digest, row_key, "failed", None, code, message)
+                            stop = StepFailed(code, f"row {row_key}: {message}", summary)
+                            break
+            finally:
+                # Also when a row raises out of the loop: the counts include every row that
+                # ran, as they did when each row counted itself.
+                summary.done += plain_done
+                self._rows_reflected += plain_done
             seen += len(chunk) if stop is None else i + 1  # rows after the stop never ran
             if infra:
                 # The whole batch goes: its transactional effects must not commit without
@@ -540,8 +601,9 @@ class RowExecutor:
                 break
             if out.digests or self.conn.info.transaction_status != _IDLE:
                 self._commit(out, summary)
-            if in_chunk:
-                handled.add(np.frombuffer(b"".join(in_chunk), dtype=HASH_DTYPE))
+            if len(recent) >= _RECENT_KEYS:
+                handled.settle()
+                recent = handled.recent
             reporter.maybe_report(seen, summary)
             if stop is not None:
                 break
@@ -588,6 +650,42 @@ class RowExecutor:
 
 
 _IDLE = psycopg.pq.TransactionStatus.IDLE
+# Keys handled in the last batches of a run stay in a set (about 100 bytes a key, so a few
+# MB) before they move into SeenKeys' 16-byte levels: a batch then checks its rows against
+# them with one set lookup each instead of a numpy search of every level.
+_RECENT_KEYS = 1 << 16
+
+
+class HandledKeys:
+    """The keys a run handled so far: older ones in ``SeenKeys`` levels, the last batches'
+    in a set. ``contains`` and ``len`` answer for both (the frame path filters with them)."""
+
+    __slots__ = ("levels", "recent")
+
+    def __init__(self) -> None:
+        self.levels = SeenKeys()
+        self.recent: set[bytes] = set()
+
+    def __len__(self) -> int:
+        return len(self.levels) + len(self.recent)
+
+    def contains(self, hashes: np.ndarray) -> np.ndarray:
+        """A bool array: which of ``hashes`` (dtype ``S16``) were handled already."""
+        n = hashes.shape[0]
+        found = self.levels.contains(hashes) if len(self.levels) else np.zeros(n, dtype=bool)
+        if self.recent:
+            # Sliced from the raw bytes: numpy's S16 items drop trailing NUL bytes.
+            raw, recent = hashes.tobytes(), self.recent
+            found |= np.fromiter(
+                (raw[j : j + 16] in recent for j in range(0, 16 * n, 16)), dtype=bool, count=n
+            )
+        return found
+
+    def settle(self) -> None:
+        """Move the recent keys into the levels."""
+        if self.recent:
+            self.levels.add(np.frombuffer(b"".join(self.recent), dtype=HASH_DTYPE))
+            self.recent = set()
 
 
 def _rollback_quietly(conn: psycopg.Connection) -> None:
@@ -607,7 +705,12 @@ def _row_status_from_tokens(ctx: RowContext) -> str:
 
 
 class _Outcomes:
-    """Column lists of one batch (the shape the upsert takes)."""
+    """Column lists of one batch (the shape the upsert takes).
+
+    The executor's loop appends a row that is done with nothing else to record to
+    ``digests`` and ``row_keys`` only; the other columns catch up (status done, no result
+    or error) when a row with more is added and in ``rows()``, so read them through those.
+    """
 
     __slots__ = (
         "digests",
@@ -642,6 +745,7 @@ class _Outcomes:
     ) -> None:
         if status != "done" or result is not None:
             self.plain = False
+        self._pad()
         self.digests.append(digest)
         self.row_keys.append(row_key)
         self.statuses.append(status)
@@ -659,7 +763,16 @@ class _Outcomes:
             tokens.error_codes.append(token.error_code)
             tokens.error_messages.append(token.error_message)
 
+    def _pad(self) -> None:
+        missing = len(self.digests) - len(self.statuses)
+        if missing:
+            self.statuses += ["done"] * missing
+            self.results += [None] * missing
+            self.error_codes += [None] * missing
+            self.error_messages += [None] * missing
+
     def rows(self) -> row_ledger.RowOutcomes:
+        self._pad()
         return row_ledger.RowOutcomes(
             [d.hex() for d in self.digests],
             self.row_keys,

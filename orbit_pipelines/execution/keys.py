@@ -134,6 +134,35 @@ def canonical_key(value: Any) -> RowKey:
     return RowKey(display, blake2b(data, digest_size=16).digest())
 
 
+def batch_keys(values: list[Any]) -> tuple[list[str], list[bytes]] | None:
+    """(display forms, digests) of a batch of keys that are all plain ``str`` or all plain
+    ``int`` (a key column's usual shape), by exactly the rule of ``canonical_key``; None when
+    the batch holds anything else or a key that rule refuses (missing, NUL, lone
+    surrogate, an int too long to render), for the caller to take it key by key and name
+    the bad ones. One dispatch per batch instead of per key: what is left per key is the
+    digest itself."""
+    kinds = set(map(type, values))
+    if kinds == {str}:
+        if not all(values) or "\x00" in "".join(values):
+            return None
+        try:
+            data = list(map(str.encode, values))
+        except UnicodeEncodeError:
+            return None
+        return values, [_digest(d, digest_size=16).digest() for d in data]
+    if kinds == {int}:  # bool is its own type, so never here
+        try:
+            displays = list(map(str, values))
+        except ValueError:  # past the interpreter's int-to-text digit limit
+            return None
+        return displays, [_digest(_INT_TAG + s.encode(), digest_size=16).digest() for s in displays]
+    return None
+
+
+_digest = blake2b
+_INT_TAG = f"{_TAG}i:".encode()
+
+
 def row_key_hash(value: Any) -> bytes:
     """The 16-byte ledger digest of a key (see ``canonical_key``)."""
     return canonical_key(value).digest
