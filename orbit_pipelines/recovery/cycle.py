@@ -353,7 +353,7 @@ def _handle(
     if decision.action == "skip":
         if candidate.reason == "dead":
             # Even with recovery off, a dead run must not pretend to be running.
-            mark_failed(instance, candidate.run_id, candidate.reason, candidate.detail)
+            mark_failed(instance, candidate.run_id, candidate.reason, candidate.detail, settings)
         return Outcome(
             candidate.run_id, candidate.reason, "skipped", decision.why
         ), candidate.detail
@@ -361,7 +361,7 @@ def _handle(
     if candidate.reason == "hung":
         detail = f"{detail}; {terminate_hung(instance, candidate, settings)}"
     if candidate.reason in ("dead", "hung"):
-        mark_failed(instance, candidate.run_id, candidate.reason, detail)
+        mark_failed(instance, candidate.run_id, candidate.reason, detail, settings)
     if decision.action == "wait":
         return Outcome(candidate.run_id, candidate.reason, "waiting", decision.why), detail
     if decision.action == "hold":

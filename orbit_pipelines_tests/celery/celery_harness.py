@@ -106,6 +106,22 @@ class CeleryHarness(Deployment):
         """step key -> (host, pid, rows done) of every heartbeat row of ``run_id``."""
         return {b.step_key: (b.host, b.pid, b.rows_done) for b in self.heartbeats([run_id])}
 
+    def run_process_pid(self, run_id: str) -> int:
+        """The pid of ``run_id``'s run worker, from Dagster's "Started process" event."""
+        prefix = "Started process for run (pid: "
+        for entry in self.instance.all_logs(run_id):
+            if (entry.message or "").startswith(prefix):
+                return int(entry.message[len(prefix) :].split(")", 1)[0])
+        raise AssertionError(f"run {run_id} has no 'Started process' event")
+
+
+def process_ended(pid: int) -> bool:
+    """Gone, or a zombie not reaped yet: either way it holds nothing any more."""
+    try:
+        return process_state(pid) in ("Z", "X")
+    except FileNotFoundError:
+        return True
+
 
 def process_state(pid: int) -> str:
     """The one-letter state of ``pid`` in /proc (T: stopped, Z: zombie)."""
