@@ -61,6 +61,21 @@ step_rows = Table(
     _ts("updated_at"),
 )
 
+# Plain done rows, one record per committed batch (migration 0007).
+done_batches = Table(
+    "done_batches",
+    metadata,
+    Column("root_run_id", Text, primary_key=True),
+    Column("step_key", Text, primary_key=True),
+    Column("batch_seq", BigInteger, primary_key=True, autoincrement=True),
+    Column("run_id", Text, nullable=False),
+    Column("row_count", Integer, nullable=False),
+    Column("key_hashes", LargeBinary, nullable=False),
+    Column("row_keys", Text, nullable=False),
+    Column("results", JSONB),
+    _ts("created_at"),
+)
+
 row_tokens = Table(
     "row_tokens",
     metadata,
@@ -212,4 +227,24 @@ run_groups = Table(
     Column("auto_recover", Boolean, nullable=False),
     Column("note", Text),
     _ts("updated_at"),
+)
+
+# Views: read-only, reflected by the same test (every column of a view is nullable).
+views = MetaData(schema="orbit")
+
+# step_rows and done_batches as rows, in step_rows' shape (migration 0007).
+row_outcomes = Table(
+    "row_outcomes",
+    views,
+    Column("root_run_id", Text),
+    Column("step_key", Text),
+    Column("key_hash", Uuid),
+    Column("row_key", Text),
+    Column("status", Text),
+    Column("attempt", Integer),
+    Column("run_id", Text),
+    Column("result", JSONB),
+    Column("error_code", Text),
+    Column("error_message", Text),
+    _ts("updated_at", nullable=True),
 )

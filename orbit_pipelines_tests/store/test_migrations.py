@@ -8,7 +8,7 @@ from sqlalchemy import inspect, text
 
 from orbit_pipelines.store.engine import create_store_engine
 from orbit_pipelines.store.migrations import available_migrations, status, upgrade
-from orbit_pipelines.store.tables import metadata
+from orbit_pipelines.store.tables import metadata, views
 
 
 def test_fresh_database_gets_every_migration_once(empty_db_url: str) -> None:
@@ -64,7 +64,8 @@ def test_tables_module_matches_the_migrated_schema(db_url: str) -> None:
     """tables.py is a hand-written view of the SQL; fail when they drift apart."""
     engine = create_store_engine(db_url)
     inspector = inspect(engine)
-    for table in metadata.sorted_tables:
+    assert {t.name for t in views.sorted_tables} <= set(inspector.get_view_names("orbit"))
+    for table in [*metadata.sorted_tables, *views.sorted_tables]:
         columns = {c["name"]: c for c in inspector.get_columns(table.name, schema="orbit")}
         assert set(columns) == {c.name for c in table.columns}, table.name
         for column in table.columns:
