@@ -370,7 +370,7 @@ class Deployment:
 
     def rows_committed(self, root_run_id: str, step_key: str) -> dict[str, int]:
         """Per run id: rows of ``step_key`` the row ledger holds as committed by that run."""
-        r = orbit_tables.step_rows
+        r = orbit_tables.row_outcomes
         with self.engine.connect() as conn:
             rows = conn.execute(
                 select(r.c.run_id, r.c.status)
@@ -384,7 +384,7 @@ class Deployment:
 
     def rows_recommitted(self, root_run_id: str, step_key: str) -> int:
         """Rows of ``step_key`` committed more than once (the ledger's attempt > 1)."""
-        r = orbit_tables.step_rows
+        r = orbit_tables.row_outcomes
         with self.engine.connect() as conn:
             return int(
                 conn.execute(

@@ -159,7 +159,7 @@ def _kill_time(instance: DagsterInstance, run_id: str) -> datetime | None:
 # effect is recorded by another run than the one that committed the row (or was attempted
 # more than once), or the row itself took more than one attempt.
 _ROWS_REDONE = """
-SELECT count(*) FROM orbit.step_rows r
+SELECT count(*) FROM orbit.row_outcomes r
 WHERE r.root_run_id = :root
   AND (r.attempt > 1 OR EXISTS (
         SELECT 1 FROM orbit.effects e

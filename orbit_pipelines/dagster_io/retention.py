@@ -6,11 +6,11 @@ group) and that happened before the cutoff. A group whose newest run FAILED or w
 CANCELED can still be recovered, and a group with a run queued or in flight is in use:
 both are kept, whatever their age.
 
-What goes with a group: its step outputs, row ledger, tokens, batches, aggregation state,
-effects, fences, heartbeats, recovery rows and remembered recovery decisions (``GROUP_TABLES``);
-``orbit.run_groups`` (a person's say about the group) stays. Never pruned, however old: a
-group with an effect in doubt (someone must still reconcile it) or a held recovery (someone
-must still decide).
+What goes with a group: its step outputs, row ledger (per-row and done-batch records),
+tokens, batches, aggregation state, effects, fences, heartbeats, recovery rows and
+remembered recovery decisions (``GROUP_TABLES``); ``orbit.run_groups`` (a person's say
+about the group) stays. Never pruned, however old: a group with an effect in doubt
+(someone must still reconcile it) or a held recovery (someone must still decide).
 
 Finding a group's runs: Dagster's ``get_run_group`` follows the ``dagster/root_run_id``
 *tag*, which ``execute_job`` re-executions do not set (only the ``root_run_id`` field), so
@@ -32,6 +32,7 @@ from orbit_pipelines.store.step_outputs import GroupUsage, group_usage, prune_gr
 from orbit_pipelines.store.tables import (
     aggregation_state,
     batches,
+    done_batches,
     effects,
     heartbeats,
     recoveries,
@@ -52,6 +53,7 @@ PRUNE = "prune"
 # batch_members and step_output_chunks go with their parents (ON DELETE CASCADE).
 GROUP_TABLES: tuple[tuple[Table, str], ...] = (
     (step_rows, "updated_at"),
+    (done_batches, "created_at"),
     (row_tokens, "updated_at"),
     (batches, "updated_at"),
     (aggregation_state, "updated_at"),

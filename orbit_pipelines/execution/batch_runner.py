@@ -188,7 +188,7 @@ def _execute(ex: RowExecutor, batch: _Open, sink: Sink, summary: RunSummary) -> 
     out = _Outcomes()
     for row_key, hex_hash in zip(row_keys, hashes, strict=True):
         out.add(bytes.fromhex(hex_hash), row_key, "done", None)
-    row_ledger.write_row_outcomes(conn, scope.root_run_id, scope.step_key, scope.run_id, out.rows())
+    ex.write_outcomes(out)
     batch_store.set_batch_status(conn, batch_id, "completed", scope.run_id)
     summary.done += len(row_keys)
     ex.check_fence()

@@ -45,7 +45,7 @@ from orbit_pipelines.errors import (
     lookup,
 )
 from orbit_pipelines.execution.aggregations import Aggregation
-from orbit_pipelines.execution.done_set import HASH_DTYPE, DoneSet, SeenKeys
+from orbit_pipelines.execution.done_set import HASH_DTYPE, DoneSet, DoneSetBuilder, SeenKeys
 from orbit_pipelines.execution.effects import EffectGuard, EffectInDoubt
 from orbit_pipelines.execution.heartbeat import HeartbeatThread, beat
 from orbit_pipelines.execution.keys import (
@@ -377,7 +377,14 @@ class RowExecutor:
 
     def load_done(self) -> DoneSet:
         """The done set of this step (also used by ``run_batches``)."""
-        hashes = row_ledger.load_done_hashes(self.conn, self.scope.root_run_id, self.scope.step_key)
+        digests = row_ledger.load_done_digests(
+            self.conn, self.scope.root_run_id, self.scope.step_key
+        )
+        # Streamed record by record into the set's arrays: at 10M done rows the peak is
+        # the set's 160 MB plus one group, not the raw bytes and sorted copies besides.
+        builder = DoneSetBuilder(digests.expected)
+        for block in digests.blocks:
+            builder.add(block)
         self._attempted = row_ledger.load_attempted_hashes(
             self.conn, self.scope.root_run_id, self.scope.step_key
         )
@@ -385,7 +392,31 @@ class RowExecutor:
             self.conn, self.scope.root_run_id, self.scope.step_key
         )
         self.conn.commit()
-        return DoneSet(hashes)
+        return builder.build()
+
+    def write_outcomes(self, out: _Outcomes) -> None:
+        """Record a batch's row and token outcomes inside the caller's transaction: the
+        rows done for the first time as one done-batch record, every other row (not done,
+        or done now after an earlier attempt recorded it) as its own step_rows record."""
+        scope = self.scope
+        conn = self.conn
+        first, rest = _split_outcomes(out, self._attempted)
+        if first:
+            digests, keys = out.digests, out.row_keys
+            if len(first) < len(digests):
+                digests = [digests[n] for n in first]
+                keys = [keys[n] for n in first]
+            results = [out.result_of(n) for n in first] if not out.plain else None
+            left_out = row_ledger.write_done_batch(
+                conn, scope.root_run_id, scope.step_key, scope.run_id, digests, keys, results
+            )
+            rest += [first[n] for n in left_out]
+        if rest:
+            row_ledger.write_row_outcomes(
+                conn, scope.root_run_id, scope.step_key, scope.run_id, _row_outcomes(out, rest)
+            )
+        if out.tokens.key_hashes:
+            row_ledger.write_token_outcomes(conn, scope.root_run_id, scope.step_key, out.tokens)
 
     @property
     def has_legacy_rows(self) -> bool:
@@ -628,17 +659,7 @@ class RowExecutor:
         scope = self.scope
         conn = self.conn
         self.check_fence()
-        if not (
-            out.plain
-            and row_ledger.write_done_rows(
-                conn, scope.root_run_id, scope.step_key, scope.run_id, out.digests, out.row_keys
-            )
-        ):
-            row_ledger.write_row_outcomes(
-                conn, scope.root_run_id, scope.step_key, scope.run_id, out.rows()
-            )
-        if out.tokens.key_hashes:
-            row_ledger.write_token_outcomes(conn, scope.root_run_id, scope.step_key, out.tokens)
+        self.write_outcomes(out)
         save_aggregations(
             conn, scope.root_run_id, scope.step_key, self._states, self._rows_reflected
         )
@@ -686,6 +707,36 @@ class HandledKeys:
         if self.recent:
             self.levels.add(np.frombuffer(b"".join(self.recent), dtype=HASH_DTYPE))
             self.recent = set()
+
+
+def _split_outcomes(out: _Outcomes, attempted: set[bytes]) -> tuple[list[int], list[int]]:
+    """Positions in ``out`` of the rows done for the first time (one done-batch record)
+    and of every other row (a step_rows record each: not done, or done now after an
+    earlier attempt recorded it there)."""
+    count = len(out.digests)
+    again = bool(attempted) and not attempted.isdisjoint(out.digests)
+    if out.plain and not again:
+        return list(range(count)), []
+    first: list[int] = []
+    rest: list[int] = []
+    for n in range(count):
+        if out.status_of(n) == "done" and not (again and out.digests[n] in attempted):
+            first.append(n)
+        else:
+            rest.append(n)
+    return first, rest
+
+
+def _row_outcomes(out: _Outcomes, positions: list[int]) -> row_ledger.RowOutcomes:
+    """The step_rows records of these positions of ``out``."""
+    return row_ledger.RowOutcomes(
+        [out.digests[n].hex() for n in positions],
+        [out.row_keys[n] for n in positions],
+        [out.status_of(n) for n in positions],
+        [out.result_of(n) for n in positions],
+        [out.error_code_of(n) for n in positions],
+        [out.error_message_of(n) for n in positions],
+    )
 
 
 def _rollback_quietly(conn: psycopg.Connection) -> None:
@@ -752,6 +803,20 @@ class _Outcomes:
         self.results.append(result)
         self.error_codes.append(code)
         self.error_messages.append(message)
+
+    # By position, for the batch commit. A row the loop appended to ``digests`` and
+    # ``row_keys`` alone (done, nothing else to record) has no entry in the other columns.
+    def status_of(self, n: int) -> str:
+        return self.statuses[n] if n < len(self.statuses) else "done"
+
+    def result_of(self, n: int) -> str | None:
+        return self.results[n] if n < len(self.results) else None
+
+    def error_code_of(self, n: int) -> str | None:
+        return self.error_codes[n] if n < len(self.error_codes) else None
+
+    def error_message_of(self, n: int) -> str | None:
+        return self.error_messages[n] if n < len(self.error_messages) else None
 
     def add_tokens(self, ctx: RowContext) -> None:
         tokens = self.tokens

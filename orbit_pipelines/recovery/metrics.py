@@ -16,7 +16,7 @@ from typing import Any
 from dagster import DagsterInstance, RunsFilter
 from sqlalchemy import Connection, func, select
 
-from orbit_pipelines.store.tables import heartbeats, recoveries, step_rows
+from orbit_pipelines.store.tables import done_batches, heartbeats, recoveries, step_rows
 
 _IN_PROGRESS = ("launching", "launched")
 
@@ -103,12 +103,17 @@ def recovery_metrics(
         last_beat = {run_id: at for run_id, at in conn.execute(beats.group_by(heartbeats.c.run_id))}
     rows_by_run: dict[str, int] = {}
     if launched:
-        counted = (
+        # Rows recorded one by one, and done rows recorded per batch (counted, not unnested).
+        for counted in (
             select(step_rows.c.run_id, func.count())
             .where(step_rows.c.run_id.in_(launched))
-            .group_by(step_rows.c.run_id)
-        )
-        rows_by_run = {run_id: int(n) for run_id, n in conn.execute(counted)}
+            .group_by(step_rows.c.run_id),
+            select(done_batches.c.run_id, func.sum(done_batches.c.row_count))
+            .where(done_batches.c.run_id.in_(launched))
+            .group_by(done_batches.c.run_id),
+        ):
+            for run_id, n in conn.execute(counted):
+                rows_by_run[run_id] = rows_by_run.get(run_id, 0) + int(n)
     records = {
         r.dagster_run.run_id: r
         for r in (

@@ -12,7 +12,8 @@ from orbit_pipelines.store.effect_ledger import OPEN_EFFECT_COLUMNS, OpenEffect,
 from orbit_pipelines.store.heartbeats import Heartbeat
 from orbit_pipelines.store.named_sql import load_sql
 from orbit_pipelines.store.recoveries import GroupControl, Recovery
-from orbit_pipelines.store.tables import effects, heartbeats, recoveries, run_groups, step_rows
+from orbit_pipelines.store.row_ledger import status_counts
+from orbit_pipelines.store.tables import effects, heartbeats, recoveries, run_groups
 
 
 @dataclass(frozen=True)
@@ -45,16 +46,8 @@ def held_parent_run_ids(conn: Connection) -> list[str]:
 
 
 def row_counts_by_step(conn: Connection, root_run_id: str) -> dict[str, dict[str, int]]:
-    """Rows per status for every step of a run group, in one query."""
-    stmt = (
-        select(step_rows.c.step_key, step_rows.c.status, func.count())
-        .where(step_rows.c.root_run_id == root_run_id)
-        .group_by(step_rows.c.step_key, step_rows.c.status)
-    )
-    counts: dict[str, dict[str, int]] = {}
-    for step_key, status, n in conn.execute(stmt):
-        counts.setdefault(step_key, {})[status] = int(n)
-    return counts
+    """Rows per status for every step of a run group (both row ledgers)."""
+    return {step: n for (_, step), n in status_counts(conn, [root_run_id]).items()}
 
 
 def last_done_row_in_order(conn: Connection, root_run_id: str, step_key: str) -> DoneRow | None:
@@ -75,7 +68,7 @@ def last_done_row_in_order(conn: Connection, root_run_id: str, step_key: str) ->
 
 @dataclass(frozen=True)
 class GroupsProgress:
-    """What the ledger knows about a set of run groups, read in seven queries whatever
+    """What the ledger knows about a set of run groups, read in eight queries whatever
     their number: the batched form of ``heartbeats_for_group``, ``row_counts_by_step``,
     ``recoveries_for_group``, ``group_control``, ``effects_in_doubt`` and
     ``effects_by_status``, with the same definitions and orders."""
@@ -104,12 +97,8 @@ def groups_progress(conn: Connection, root_run_ids: Iterable[str]) -> GroupsProg
         select(heartbeats).where(heartbeats.c.root_run_id == _any(roots))
     ).mappings():
         progress.beats.setdefault(row["root_run_id"], []).append(Heartbeat(**dict(row)))
-    for root, step_key, status, n in conn.execute(
-        select(step_rows.c.root_run_id, step_rows.c.step_key, step_rows.c.status, func.count())
-        .where(step_rows.c.root_run_id == _any(roots))
-        .group_by(step_rows.c.root_run_id, step_rows.c.step_key, step_rows.c.status)
-    ):
-        progress.row_counts.setdefault(root, {}).setdefault(step_key, {})[status] = int(n)
+    for (root, step_key), by_status in status_counts(conn, roots).items():
+        progress.row_counts.setdefault(root, {})[step_key] = by_status
     for row in conn.execute(
         select(recoveries)
         .where(recoveries.c.root_run_id == _any(roots))

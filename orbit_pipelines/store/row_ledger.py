@@ -7,15 +7,15 @@ SQLAlchemy connection.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import psycopg
-from sqlalchemy import Connection, func, select
+from sqlalchemy import ARRAY, Connection, Text, any_, bindparam, func, literal, select
 
 from orbit_pipelines.store.named_sql import load_sql
-from orbit_pipelines.store.tables import step_rows
+from orbit_pipelines.store.tables import done_batches, step_rows
 
 HASH_DTYPE = np.dtype("S16")
 
@@ -44,17 +44,53 @@ class TokenOutcomes:
     error_messages: list[str | None]
 
 
-def load_done_hashes(conn: psycopg.Connection, root_run_id: str, step_key: str) -> np.ndarray:
-    """16-byte hashes (dtype ``S16``, in no particular order) of rows done or quarantined.
+@dataclass(frozen=True)
+class DoneDigests:
+    """The digests of a step's rows that need no more work, as blocks of packed 16-byte
+    digests: the per-row records' in one block, then one block per done-batch record.
 
-    One bytea value, read with ``np.frombuffer``: a million hashes are one 16 MB array,
-    not a million Python objects.
+    ``expected`` is how many there are (the per-row ones counted, the batch records'
+    ``row_count`` summed), read before the blocks so that a loader can size its arrays;
+    iterate ``blocks`` once, inside the transaction that read it.
     """
+
+    expected: int
+    blocks: Iterator[bytes]
+
+
+def load_done_digests(conn: psycopg.Connection, root_run_id: str, step_key: str) -> DoneDigests:
+    """Digests of rows done or quarantined, from step_rows and from done_batches.
+
+    The batch records are streamed through a server-side cursor a few at a time: at 10M
+    done rows, 160 MB of digests never sit in one value or in one Python list.
+    """
+    params = {"root_run_id": root_run_id, "step_key": step_key}
     with conn.cursor(binary=True) as cur:
-        cur.execute(load_sql("row_done_hashes"), {"root_run_id": root_run_id, "step_key": step_key})
+        cur.execute(load_sql("row_done_hashes"), params)
         row = cur.fetchone()
-    data = bytes(row[0]) if row and row[0] else b""
-    return np.frombuffer(data, dtype=HASH_DTYPE)
+    per_row = bytes(row[0]) if row and row[0] else b""
+    batched = int(row[1]) if row else 0
+
+    def blocks() -> Iterator[bytes]:
+        nonlocal per_row
+        if per_row:
+            block, per_row = per_row, b""
+            yield block
+        if batched:
+            with conn.cursor(name="orbit_done_batches", binary=True) as cur:
+                cur.itersize = 64
+                cur.execute(load_sql("done_batch_hashes"), params)
+                for (data,) in cur:
+                    yield data
+
+    return DoneDigests(len(per_row) // 16 + batched, blocks())
+
+
+def load_done_hashes(conn: psycopg.Connection, root_run_id: str, step_key: str) -> np.ndarray:
+    """All of ``load_done_digests`` as one array (dtype ``S16``, in no particular order):
+    for tests and small steps; the executor streams them into its done set instead."""
+    digests = load_done_digests(conn, root_run_id, step_key)
+    return np.frombuffer(b"".join(digests.blocks), dtype=HASH_DTYPE)
 
 
 def load_attempted_hashes(conn: psycopg.Connection, root_run_id: str, step_key: str) -> set[bytes]:
@@ -79,32 +115,53 @@ def has_legacy_rows(conn: psycopg.Connection, root_run_id: str, step_key: str) -
 _UNIT_SEPARATOR = "\x1f"
 
 
-def write_done_rows(
+def write_done_batch(
     conn: psycopg.Connection,
     root_run_id: str,
     step_key: str,
     run_id: str,
     digests: Sequence[bytes],
     row_keys: Sequence[str],
-) -> bool:
-    """Upsert a batch of plain done rows the cheap way; False (nothing written) when a key
-    contains the separator and the caller must use ``write_row_outcomes``."""
+    results: Sequence[str | None] | None = None,
+) -> list[int]:
+    """Record plain done rows (never recorded before) as one done-batch record inside the
+    caller's transaction; ``results`` are JSON texts aligned with the keys (or None).
+
+    Returns the positions of the rows it left out: a key that is empty or contains the
+    separator cannot be joined; the caller records those rows one by one
+    (``write_row_outcomes``).
+    """
+    if not digests:
+        return []
     joined = _UNIT_SEPARATOR.join(row_keys)
+    left_out: list[int] = []
     # An empty key would vanish in string_to_array; a separator inside a key would split it.
     if joined.count(_UNIT_SEPARATOR) != len(row_keys) - 1 or not all(row_keys):
-        return False
+        left_out = [n for n, k in enumerate(row_keys) if not k or _UNIT_SEPARATOR in k]
+        kept = [n for n, k in enumerate(row_keys) if k and _UNIT_SEPARATOR not in k]
+        if not kept:
+            return left_out
+        digests = [digests[n] for n in kept]
+        row_keys = [row_keys[n] for n in kept]
+        results = [results[n] for n in kept] if results is not None else None
+        joined = _UNIT_SEPARATOR.join(row_keys)
+    results_json = None
+    if results is not None and any(r is not None for r in results):
+        results_json = "[" + ",".join("null" if r is None else r for r in results) + "]"
     with conn.cursor() as cur:
         cur.execute(
-            load_sql("row_commit_done"),
+            load_sql("done_batch_commit"),
             {
                 "root_run_id": root_run_id,
                 "step_key": step_key,
                 "run_id": run_id,
+                "row_count": len(digests),
                 "key_hashes": b"".join(digests),
                 "row_keys": joined,
+                "results": results_json,
             },
         )
-    return True
+    return left_out
 
 
 def write_row_outcomes(
@@ -165,13 +222,41 @@ def done_token_numbers(
 
 
 def row_status_counts(conn: Connection, root_run_id: str, step_key: str) -> dict[str, int]:
-    """How many rows of a step are in each status."""
-    stmt = (
-        select(step_rows.c.status, func.count())
-        .where(step_rows.c.root_run_id == root_run_id, step_rows.c.step_key == step_key)
-        .group_by(step_rows.c.status)
-    )
-    return {status: int(n) for status, n in conn.execute(stmt)}
+    """How many rows of a step are in each status (both ledgers)."""
+    return status_counts(conn, [root_run_id], step_key).get((root_run_id, step_key), {})
+
+
+def status_counts(
+    conn: Connection, root_run_ids: Sequence[str], step_key: str | None = None
+) -> dict[tuple[str, str], dict[str, int]]:
+    """Rows per (root run id, step key) and status for these groups (of one step only, if
+    ``step_key``): per-row records counted, done-batch records' ``row_count`` summed as
+    done (never unnested). Two queries whatever the number of groups."""
+    if not root_run_ids:
+        return {}
+    # One array parameter: IN would bind (and compile) one parameter per group.
+    roots = bindparam("roots", list(root_run_ids), type_=ARRAY(Text))
+    per_row = select(
+        step_rows.c.root_run_id, step_rows.c.step_key, step_rows.c.status, func.count()
+    ).where(step_rows.c.root_run_id == any_(roots))
+    batched = select(
+        done_batches.c.root_run_id,
+        done_batches.c.step_key,
+        literal("done"),
+        func.sum(done_batches.c.row_count),
+    ).where(done_batches.c.root_run_id == any_(roots))
+    if step_key is not None:
+        per_row = per_row.where(step_rows.c.step_key == step_key)
+        batched = batched.where(done_batches.c.step_key == step_key)
+    counts: dict[tuple[str, str], dict[str, int]] = {}
+    for stmt in (
+        per_row.group_by(step_rows.c.root_run_id, step_rows.c.step_key, step_rows.c.status),
+        batched.group_by(done_batches.c.root_run_id, done_batches.c.step_key),
+    ):
+        for root, step, status, n in conn.execute(stmt):
+            into = counts.setdefault((root, step), {})
+            into[status] = into.get(status, 0) + int(n)
+    return counts
 
 
 @dataclass(frozen=True)

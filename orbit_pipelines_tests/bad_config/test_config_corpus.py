@@ -169,10 +169,10 @@ def test_bad_config_fails_with_its_code_before_the_first_side_effect(
     assert _count(engine, carrier_tables.shipments) == 0
     with engine.connect() as conn:
         done = conn.execute(
-            select(func.count()).where(orbit_tables.step_rows.c.status == "done")
+            select(func.count()).where(orbit_tables.row_outcomes.c.status == "done")
         ).scalar_one()
         quarantined = conn.execute(
-            select(func.count()).where(orbit_tables.step_rows.c.status == "quarantined")
+            select(func.count()).where(orbit_tables.row_outcomes.c.status == "quarantined")
         ).scalar_one()
     assert done == 0, f"{case.name}: {done} rows were processed with a broken config"
     assert quarantined == 0, f"{case.name}: good rows were quarantined for a config error"

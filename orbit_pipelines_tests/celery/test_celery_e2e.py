@@ -186,7 +186,7 @@ def test_frozen_step_woken_after_its_recovery_commits_nothing(
         row = get_recovery(conn, root)
         committed_by = conn.execute(
             text(
-                "SELECT run_id FROM orbit.step_rows"
+                "SELECT run_id FROM orbit.row_outcomes"
                 " WHERE root_run_id = :g AND step_key = :s AND row_key = :k"
             ),
             {"g": root, "s": step, "k": target},

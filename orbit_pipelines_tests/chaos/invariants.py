@@ -68,7 +68,7 @@ class Verdict:
 def _row_statuses(conn: Connection, root: str, step_like: str) -> dict[str, list[str]]:
     rows = conn.execute(
         text(
-            "SELECT row_key, status FROM orbit.step_rows"
+            "SELECT row_key, status FROM orbit.row_outcomes"
             " WHERE root_run_id = :g AND step_key LIKE :s"
         ),
         {"g": root, "s": step_like},

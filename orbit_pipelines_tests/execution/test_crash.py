@@ -39,7 +39,7 @@ def _wait_then_pause(
 
     def reached() -> bool:
         with engine.connect() as conn:
-            recorded = conn.execute(text("SELECT count(*) FROM orbit.step_rows")).scalar_one()
+            recorded = conn.execute(text("SELECT count(*) FROM orbit.row_outcomes")).scalar_one()
         return recorded >= target or proc.poll() is not None
 
     wait_for(reached, timeout_s=120, interval_s=0.005, what=f"{target} rows recorded")
@@ -85,7 +85,9 @@ def test_sigkill_at_random_moments_every_row_and_effect_exactly_once(
 
     with engine.connect() as conn:
         statuses = dict(
-            conn.execute(text("SELECT status, count(*) FROM orbit.step_rows GROUP BY status")).all()
+            conn.execute(
+                text("SELECT status, count(*) FROM orbit.row_outcomes GROUP BY status")
+            ).all()
         )
         tx = conn.execute(
             text("SELECT count(*), min(applied), max(applied) FROM receiver_tx")
@@ -169,13 +171,13 @@ def test_sigkill_at_random_moments_with_duplicates_and_poison_rows(
     with engine.connect() as conn:
         ledger = conn.execute(
             text(
-                "SELECT status, error_code, count(*) FROM orbit.step_rows "
+                "SELECT status, error_code, count(*) FROM orbit.row_outcomes "
                 "WHERE root_run_id = 'crash-root' GROUP BY 1, 2"
             )
         ).all()
         bad_value_keys = conn.execute(
             text(
-                "SELECT row_key FROM orbit.step_rows WHERE root_run_id = 'crash-root' "
+                "SELECT row_key FROM orbit.row_outcomes WHERE root_run_id = 'crash-root' "
                 "AND error_code = 'E-1015'"
             )
         ).scalars()

@@ -52,7 +52,7 @@ def _ledger(engine: Engine, root: str) -> list[tuple[str, str, str | None, str |
     with engine.connect() as conn:
         rows = conn.execute(
             text(
-                "SELECT row_key, status, error_code, error_message FROM orbit.step_rows "
+                "SELECT row_key, status, error_code, error_message FROM orbit.row_outcomes "
                 "WHERE root_run_id = :root AND step_key = 'step' ORDER BY status, row_key"
             ),
             {"root": root},
@@ -97,7 +97,7 @@ def test_int_one_and_string_one_are_two_keys(engine: Engine) -> None:
     assert (summary.done, summary.duplicates) == (2, 1), summary
     with engine.connect() as conn:
         hashes = conn.execute(
-            text("SELECT count(DISTINCT key_hash) FROM orbit.step_rows WHERE root_run_id = :r"),
+            text("SELECT count(DISTINCT key_hash) FROM orbit.row_outcomes WHERE root_run_id = :r"),
             {"r": root},
         ).scalar()
     assert hashes == 2
@@ -375,7 +375,7 @@ def test_emitted_nul_or_surrogate_strings_round_trip(engine: Engine, value: Any)
     assert summary.done == 1
     with engine.connect() as conn:
         stored = conn.execute(
-            text("SELECT result FROM orbit.step_rows WHERE root_run_id = :r"), {"r": root}
+            text("SELECT result FROM orbit.row_outcomes WHERE root_run_id = :r"), {"r": root}
         ).scalar()
     assert value_codec.decode(stored) == value
 
@@ -558,7 +558,7 @@ def test_a_token_whose_value_cannot_be_folded_is_not_recorded_done(engine: Engin
         tokens = conn.execute(
             text(
                 "SELECT t.token_no, t.status, t.error_code FROM orbit.row_tokens t "
-                "JOIN orbit.step_rows r USING (root_run_id, step_key, key_hash) "
+                "JOIN orbit.row_outcomes r USING (root_run_id, step_key, key_hash) "
                 "WHERE t.root_run_id = :r AND r.row_key = '1' ORDER BY 1"
             ),
             {"r": root},

@@ -30,7 +30,9 @@ BATCH = 50
 def _done_rows(engine: Engine, root: str) -> set[int]:
     with engine.connect() as conn:
         keys = conn.execute(
-            text("SELECT row_key FROM orbit.step_rows WHERE root_run_id = :r AND status = 'done'"),
+            text(
+                "SELECT row_key FROM orbit.row_outcomes WHERE root_run_id = :r AND status = 'done'"
+            ),
             {"r": root},
         ).scalars()
         return {int(k) for k in keys}

@@ -44,7 +44,7 @@ def _snapshot(engine: Engine, root: str) -> dict[str, Any]:
     with engine.connect() as conn:
         rows = conn.execute(
             text(
-                "SELECT row_key, status, attempt, run_id, updated_at FROM orbit.step_rows "
+                "SELECT row_key, status, attempt, run_id, updated_at FROM orbit.row_outcomes "
                 "WHERE root_run_id = :r AND step_key = :s ORDER BY row_key"
             ),
             {"r": root, "s": STEP},
@@ -196,7 +196,7 @@ def test_two_live_executions_of_one_step_the_older_stops_and_nothing_doubles(
         with engine.connect() as conn:
             return int(
                 conn.execute(
-                    text("SELECT count(*) FROM orbit.step_rows WHERE root_run_id = :r"),
+                    text("SELECT count(*) FROM orbit.row_outcomes WHERE root_run_id = :r"),
                     {"r": root},
                 ).scalar_one()
             )

@@ -43,7 +43,9 @@ def _executor(
 def _ledger(engine: Engine, root: str) -> dict[str, tuple[str, str | None]]:
     with engine.connect() as conn:
         rows = conn.execute(
-            text("SELECT row_key, status, error_code FROM orbit.step_rows WHERE root_run_id = :r"),
+            text(
+                "SELECT row_key, status, error_code FROM orbit.row_outcomes WHERE root_run_id = :r"
+            ),
             {"r": root},
         ).all()
     return {k: (s, c) for k, s, c in rows}

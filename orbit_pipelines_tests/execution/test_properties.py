@@ -232,7 +232,7 @@ def test_every_valid_key_once_every_invalid_key_quarantined_sum_independent_of_b
         )
         ledger = conn.execute(
             text(
-                "SELECT status, error_code, count(*) FROM orbit.step_rows "
+                "SELECT status, error_code, count(*) FROM orbit.row_outcomes "
                 "WHERE root_run_id = :r GROUP BY status, error_code"
             ),
             {"r": root},

@@ -89,8 +89,8 @@ def test_ships_every_order_once_retrying_429s_and_quarantining_address_errors(
     with engine.connect() as conn:
         [(code, message)] = conn.execute(
             select(
-                orbit_tables.step_rows.c.error_code, orbit_tables.step_rows.c.error_message
-            ).where(orbit_tables.step_rows.c.status == "quarantined")
+                orbit_tables.row_outcomes.c.error_code, orbit_tables.row_outcomes.c.error_message
+            ).where(orbit_tables.row_outcomes.c.status == "quarantined")
         ).all()
     assert code == "E-3003" and order_id(4) in message
     report = result.output_for_node("shipping_report")

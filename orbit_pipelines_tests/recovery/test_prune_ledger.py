@@ -20,6 +20,8 @@ TABLES = ["step_outputs", *(table.name for table, _ in GROUP_TABLES)]
 _ROWS = [
     "INSERT INTO orbit.step_rows (root_run_id, step_key, key_hash, row_key, status)"
     " VALUES (:root, 's', gen_random_uuid(), 'k', 'done')",
+    "INSERT INTO orbit.done_batches (root_run_id, step_key, run_id, row_count, key_hashes,"
+    " row_keys) VALUES (:root, 's', :root, 1, uuid_send(gen_random_uuid()), 'k2')",
     "INSERT INTO orbit.row_tokens (root_run_id, step_key, key_hash, token_no, status)"
     " VALUES (:root, 's', gen_random_uuid(), 0, 'done')",
     "INSERT INTO orbit.batches (root_run_id, step_key, batch_no, status)"

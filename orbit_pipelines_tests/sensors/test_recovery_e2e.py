@@ -251,7 +251,7 @@ def test_sigkilled_worker_resumes_from_the_row_executor_ledger(harness: Harness)
         statuses = dict(
             conn.execute(
                 text(
-                    "SELECT status, count(*) FROM orbit.step_rows"
+                    "SELECT status, count(*) FROM orbit.row_outcomes"
                     " WHERE root_run_id = :g AND step_key = 'process_ledger' GROUP BY status"
                 ),
                 {"g": run_id},

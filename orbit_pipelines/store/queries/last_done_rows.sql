@@ -1,32 +1,49 @@
 -- For many (root_run_id, step_key) pairs at once: for each pair, the last completed row in
 -- input order with its own result and its succeeded side effect's result.
--- Same rule per pair: only the last committed batch (rows sharing the latest updated_at)
--- is ordered, by the effect recorded last, then by insertion order.
+-- Same rule per pair: only the last committed batch (rows sharing the latest commit time,
+-- in step_rows and in the step's last done_batches record) is ordered, by the effect
+-- recorded last, then by insertion order (a record's keys are in input order; its rows
+-- are taken as after the per-row records of the same commit).
 WITH wanted AS (
     SELECT w.root_run_id, w.step_key
     FROM unnest(CAST(%(roots)s AS text[]), CAST(%(steps)s AS text[])) AS w(root_run_id, step_key)
 ), last_batch AS (
     SELECT w.root_run_id, w.step_key,
-           (SELECT max(s.updated_at) FROM orbit.step_rows s
-            WHERE s.root_run_id = w.root_run_id AND s.step_key = w.step_key
-              AND s.status = 'done') AS at
+           greatest(
+               (SELECT max(s.updated_at) FROM orbit.step_rows s
+                WHERE s.root_run_id = w.root_run_id AND s.step_key = w.step_key
+                  AND s.status = 'done'),
+               (SELECT d.created_at FROM orbit.done_batches d
+                WHERE d.root_run_id = w.root_run_id AND d.step_key = w.step_key
+                ORDER BY d.batch_seq DESC
+                LIMIT 1)) AS at
     FROM wanted w
 )
 SELECT b.root_run_id, b.step_key, pick.row_key, pick.result, pick.effect_result
 FROM last_batch b
 CROSS JOIN LATERAL (
-    SELECT r.row_key, r.result, e.result AS effect_result
-    FROM orbit.step_rows r
+    SELECT c.row_key, c.result, e.result AS effect_result
+    FROM (
+        SELECT r.row_key, r.result, 0 AS part, row_number() OVER (ORDER BY r.ctid) AS pos
+        FROM orbit.step_rows r
+        WHERE r.root_run_id = b.root_run_id AND r.step_key = b.step_key
+          AND r.status = 'done' AND r.updated_at = b.at
+        UNION ALL
+        SELECT k.row_key, nullif(d.results -> (k.n::int - 1), 'null'::jsonb), 1, k.n
+        FROM orbit.done_batches d
+        CROSS JOIN LATERAL unnest(string_to_array(d.row_keys, chr(31)))
+            WITH ORDINALITY AS k(row_key, n)
+        WHERE d.root_run_id = b.root_run_id AND d.step_key = b.step_key
+          AND d.created_at = b.at
+    ) c
     LEFT JOIN LATERAL (
         SELECT x.result, x.created_at
         FROM orbit.effects x
-        WHERE x.root_run_id = r.root_run_id AND x.step_key = r.step_key
-          AND x.row_key = r.row_key AND x.status = 'succeeded'
+        WHERE x.root_run_id = b.root_run_id AND x.step_key = b.step_key
+          AND x.row_key = c.row_key AND x.status = 'succeeded'
         ORDER BY x.created_at DESC
         LIMIT 1
     ) e ON true
-    WHERE r.root_run_id = b.root_run_id AND r.step_key = b.step_key AND r.status = 'done'
-      AND r.updated_at = b.at
-    ORDER BY e.created_at DESC NULLS LAST, r.ctid DESC
+    ORDER BY e.created_at DESC NULLS LAST, c.part DESC, c.pos DESC
     LIMIT 1
 ) pick
