@@ -190,18 +190,24 @@ class DoneSetBuilder:
             # bucket's fill plus its place among this block's digests of the bucket.
             top = np.frombuffer(block, dtype=np.uint8)[::16] >> np.uint8(8 - self._bits)
             order = np.argsort(top, kind="stable")
-            hi, lo = hi[order], lo[order]
             counts = np.bincount(top, minlength=self._fill.shape[0])
         else:
+            order = None
             counts = np.array([count])
         room = self._cap - self._fill
         placed = np.minimum(counts, room)
         if (placed == counts).all():
             first = np.cumsum(counts) - counts
+            # Slots in bucket order, handed back to the digests in arrival order: one
+            # scatter of each half instead of a gather and a scatter.
             at = np.repeat(self._base + self._fill - first, counts) + np.arange(count)
+            if order is not None:
+                at[order] = at.copy()
             self._hi[at] = hi
             self._lo[at] = lo
         else:
+            if order is not None:
+                hi, lo = hi[order], lo[order]
             self._spread_with_spill(hi, lo, counts, placed)
         self._fill += placed
 
