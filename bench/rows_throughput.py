@@ -5,19 +5,24 @@
 - ``plain_rows_per_s`` / ``checkpointed_rows_per_s``: a trivial handler, the same loop
   without and with checkpoints (batch 1,000, statuses upserted per batch).
 - ``overhead_ratio``: checkpointed / plain wall time for a handler that costs ~20 µs.
-- ``copy_rows_per_s``: raw COPY of the same number of ledger-sized rows into
-  ``orbit.step_rows`` in the same run: the physical limit of this Postgres.
+- ``copy_rows_per_s``: raw COPY of the same number of per-row ledger rows into
+  ``orbit.step_rows`` in the same run: what recording a row at a time costs this Postgres
+  at best.
 - ``resume_first_row_s``: 1,000,000 rows of which 999,000 are done; time from entering
   the executor to the first pending row. The pending rows are the *last* 1,000 of the
   input (the worst case: every done row is hashed and skipped first).
-- ``ledger_bytes_per_row``: ``pg_total_relation_size(orbit.step_rows)`` per done row after
-  the checkpointed runs; ``effect_bytes``: ``pg_total_relation_size(orbit.effects)`` per
+- ``ledger_bytes_per_row``: ``pg_total_relation_size`` (heap, indexes and TOAST) of
+  ``orbit.step_rows`` plus ``orbit.done_batches`` per done row after the checkpointed runs
+  (those rows' keys are ints: short keys compress); ``effect_bytes``: ``pg_total_relation_size(orbit.effects)`` per
   effect after ``--effects`` rows with one idempotent effect each.
 - ``resume_first_row_s_10m`` / ``resume_rss_mb_10m``: the resume measurement at
   ``--resume-10m-rows`` (10,000,000) done rows, in a fresh process: seconds to the first
   new row (again the worst case, the pending rows last) and that process's peak RSS
   (VmHWM, MB; ``resume_baseline_rss_mb_10m`` is its RSS before the executor started). The
-  done rows are COPYed straight into ``orbit.step_rows``; nothing runs them.
+  done rows are COPYed straight into the ledger as the executor records them, one
+  ``orbit.done_batches`` record per 1,000 rows (``--resume-layout rows``: one
+  ``orbit.step_rows`` row each, the layout of ledgers written before schema version 7);
+  nothing runs them.
   ``resume_load_s_10m``: the same with the pending rows *first* (loading the done set
   and the first row, no skipping).
 - ``frame_rows_per_s`` / ``frame_plain_rows_per_s``: ``--frame-rows`` (10,000,000) frame
@@ -47,22 +52,27 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 import psycopg
 from psycopg import sql
 from sqlalchemy.engine import make_url
 
-from orbit_pipelines.dagster_io.frames import frame_rows
 from orbit_pipelines.execution import ExecutorOptions, RowExecutor, RunScope, row_key_hash
 from orbit_pipelines.store.engine import connect_store
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 DEFAULT_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
 HANDLER_COST_S = 20e-6
 COPY_LEDGER = (
     "COPY orbit.step_rows (root_run_id, step_key, key_hash, row_key, status, run_id) FROM STDIN"
+)
+COPY_BATCHES = (
+    "COPY orbit.done_batches (root_run_id, step_key, run_id, row_count, key_hashes, row_keys)"
+    " FROM STDIN"
 )
 
 
@@ -144,14 +154,31 @@ def copy_rate(url: str, n: int) -> float:
         return n / (time.perf_counter() - start)
 
 
-def copy_done_rows(url: str, root: str, keys: range, chunk: int = 200_000) -> None:
-    """COPY done ledger rows for ``keys`` (streamed: 10M rows never sit in memory at once)."""
+def copy_done_rows(
+    url: str, root: str, keys: range, chunk: int = 200_000, *, layout: str = "batches"
+) -> None:
+    """COPY done ledger rows for ``keys`` (streamed: 10M rows never sit in memory at once):
+    one done_batches record per 1,000 keys as the executor writes them, or (``layout``
+    "rows") one step_rows row per key."""
+    if layout == "rows":
+        with psycopg.connect(url) as conn:
+            with conn.cursor() as cur, cur.copy(COPY_LEDGER) as copy:
+                for at in range(keys.start, keys.stop, chunk):
+                    copy.write(ledger_lines(root, range(at, min(at + chunk, keys.stop))))
+            conn.commit()
+            conn.execute("ANALYZE orbit.step_rows")
+            conn.commit()
+        return
     with psycopg.connect(url) as conn:
-        with conn.cursor() as cur, cur.copy(COPY_LEDGER) as copy:
-            for at in range(keys.start, keys.stop, chunk):
-                copy.write(ledger_lines(root, range(at, min(at + chunk, keys.stop))))
+        with conn.cursor() as cur, cur.copy(COPY_BATCHES) as copy:
+            for at in range(keys.start, keys.stop, 1000):
+                batch = range(at, min(at + 1000, keys.stop))
+                digests = b"".join(row_key_hash(i) for i in batch)
+                copy.write_row(
+                    (root, "rows", "bench", len(batch), digests, "\x1f".join(map(str, batch)))
+                )
         conn.commit()
-        conn.execute("ANALYZE orbit.step_rows")
+        conn.execute("ANALYZE orbit.done_batches")
         conn.commit()
 
 
@@ -207,12 +234,12 @@ def resume_child(url: str, root: str, total: int, pending: int, pending_first: b
     )
 
 
-def resume_10m(url: str, total: int) -> dict[str, float]:
+def resume_10m(url: str, total: int, layout: str) -> dict[str, Any]:
     """The resume at ``total - total // 1000`` COPYed done rows, each case in a new process."""
     root = uuid.uuid4().hex
     pending = max(1, total // 1000)
-    copy_done_rows(url, root, range(total - pending))
-    out: dict[str, float] = {}
+    copy_done_rows(url, root, range(total - pending), layout=layout)
+    out: dict[str, Any] = {}
     for pending_first in (False, True):
         done = subprocess.run(
             [sys.executable, __file__, "--resume-child", url, root, str(total), str(pending)]
@@ -230,6 +257,7 @@ def resume_10m(url: str, total: int) -> dict[str, float]:
             out["resume_rss_mb_10m"] = round(measured["peak_mb"], 1)
             out["resume_baseline_rss_mb_10m"] = round(measured["baseline_mb"], 1)
     out["resume_done_rows_10m"] = total - pending
+    out["resume_layout_10m"] = layout
     return out
 
 
@@ -240,6 +268,8 @@ def transform(chunk: pd.DataFrame) -> pd.Series:
 
 def frame_of(n: int) -> pd.DataFrame:
     """``n`` rows: an int64 key and a float column."""
+    import pandas as pd  # here: the resume child's memory baseline has no pandas
+
     return pd.DataFrame({"id": np.arange(n, dtype="int64"), "amount": np.arange(n) % 97 * 0.5})
 
 
@@ -256,6 +286,8 @@ def frame_plain(frame: pd.DataFrame, batch: int) -> tuple[float, float]:
 
 def frame_checkpointed(engine: Any, frame: pd.DataFrame, batch: int) -> float:
     """Seconds of the same transform through the chunked DataFrame handler (a fresh run)."""
+    from orbit_pipelines.dagster_io.frames import frame_rows
+
     scope = RunScope(uuid.uuid4().hex, "bench-frames", "frames")
 
     def handler(chunk: pd.DataFrame, fctx: Any) -> None:
@@ -306,6 +338,7 @@ def main() -> None:
     parser.add_argument("--frame-batch", type=int, default=10_000)
     parser.add_argument("--resume-child", nargs=4, metavar=("URL", "ROOT", "TOTAL", "PENDING"))
     parser.add_argument("--pending-first", action="store_true")
+    parser.add_argument("--resume-layout", choices=("batches", "rows"), default="batches")
     args = parser.parse_args()
     if args.resume_child:
         url, root, total, pending = args.resume_child
@@ -323,8 +356,10 @@ def main() -> None:
         plain_slow_s = plain(slow_n, costs_20us)
         checkpointed_slow_s = checkpointed(engine, slow_n, costs_20us)
         done_rows = 10_000 + n + slow_n
-        ledger_bytes = relation_bytes(url, "orbit.step_rows") / done_rows
-        per_effect = effect_bytes(engine, url, args.effects)
+        ledger_bytes = (
+            relation_bytes(url, "orbit.step_rows") + relation_bytes(url, "orbit.done_batches")
+        ) / done_rows
+        per_effect = effect_bytes(engine, url, args.effects) if args.effects else None
         copy_per_s = copy_rate(url, n)
         resume_s = resume_first_row(engine, url, args.resume_rows, args.resume_rows // 1000)
         loads["after_resume"] = list(os.getloadavg())
@@ -347,7 +382,7 @@ def main() -> None:
             loads["after_frames"] = list(os.getloadavg())
         engine.dispose()
         if args.resume_10m_rows:
-            extra.update(resume_10m(url, args.resume_10m_rows))
+            extra.update(resume_10m(url, args.resume_10m_rows, args.resume_layout))
             loads["after_resume_10m"] = list(os.getloadavg())
     print(
         json.dumps(
@@ -364,7 +399,7 @@ def main() -> None:
                 "resume_pending_at": "end of input (worst case)",
                 "resume_first_row_s": round(resume_s, 3),
                 "ledger_bytes_per_row": round(ledger_bytes, 1),
-                "effect_bytes": round(per_effect, 1),
+                "effect_bytes": round(per_effect, 1) if per_effect is not None else None,
                 **extra,
                 "cpus": os.cpu_count(),
                 "load_avg_1m": round(os.getloadavg()[0], 2),
