@@ -24,7 +24,11 @@ from orbit_examples.pipelines.sample_data import write_orders_csv
 from orbit_examples.pipelines.shipments import shard_of
 from orbit_pipelines.store.recoveries import get_recovery
 from orbit_pipelines_tests.carrier.running import RunningCarrier
-from orbit_pipelines_tests.celery.celery_harness import CeleryHarness, process_state
+from orbit_pipelines_tests.celery.celery_harness import (
+    CeleryHarness,
+    process_ended,
+    process_state,
+)
 from orbit_pipelines_tests.celery.location import JOB
 from orbit_pipelines_tests.chaos.invariants import check_shipments, install_tracking_log
 from orbit_pipelines_tests.pipelines.location_harness import ENDED
@@ -75,10 +79,14 @@ def assert_every_order_once(celery: CeleryHarness, root: str, orders: list[dict[
 
 
 def wait_dead_recovery(celery: CeleryHarness, root: str, host: str) -> str:
-    """The root run is found dead by heartbeat timeout (naming ``host``), one recovery is
-    launched and succeeds; returns the recovery run's id."""
+    """The root run is found dead by heartbeat timeout (naming ``host``), its run worker
+    stops, one recovery is launched and succeeds; returns the recovery run's id."""
     parent = celery.wait_status(root, ENDED, timeout_s=240)
     assert parent.status == DagsterRunStatus.FAILURE, parent.status
+    # The dead run's run worker waited for the lost task's result for ever (Dagster's
+    # Celery executor has no timeout): orbit stops it when it marks the run dead.
+    worker = celery.run_process_pid(root)
+    wait_for(lambda: process_ended(worker), timeout_s=30, what=f"run worker {worker} to end")
     child = celery.wait_child(root, timeout_s=120)
     child = celery.wait_status(child.run_id, ENDED, timeout_s=240)
     assert child.status == DagsterRunStatus.SUCCESS, (child.status, celery.failures(child.run_id))
@@ -87,6 +95,11 @@ def wait_dead_recovery(celery: CeleryHarness, root: str, host: str) -> str:
     assert (row.reason, row.attempt, row.recovery_run_id) == ("dead", 1, child.run_id), row
     # Judged by the heartbeat's age, not by a pid: the beat came from another host.
     assert "no heartbeat for" in row.detail and host in row.detail, row.detail
+    said = [entry.message or "" for entry in celery.instance.all_logs(root)]
+    assert any("SIGKILLed the run's worker process" in m for m in said), said
+    # FAILURE stays FAILURE: the killed worker wrote no late end event.
+    ended = celery.instance.get_run_by_id(root)
+    assert ended is not None and ended.status == DagsterRunStatus.FAILURE, ended
     return child.run_id
 
 
