@@ -361,7 +361,11 @@ def main() -> None:
         ) / done_rows
         per_effect = effect_bytes(engine, url, args.effects) if args.effects else None
         copy_per_s = copy_rate(url, n)
-        resume_s = resume_first_row(engine, url, args.resume_rows, args.resume_rows // 1000)
+        resume_s = (
+            resume_first_row(engine, url, args.resume_rows, args.resume_rows // 1000)
+            if args.resume_rows
+            else None
+        )
         loads["after_resume"] = list(os.getloadavg())
         if args.frame_rows:
             frame = frame_of(args.frame_rows)
@@ -397,7 +401,7 @@ def main() -> None:
                 "resume_rows": args.resume_rows,
                 "resume_done_rows": args.resume_rows - args.resume_rows // 1000,
                 "resume_pending_at": "end of input (worst case)",
-                "resume_first_row_s": round(resume_s, 3),
+                "resume_first_row_s": round(resume_s, 3) if resume_s is not None else None,
                 "ledger_bytes_per_row": round(ledger_bytes, 1),
                 "effect_bytes": round(per_effect, 1) if per_effect is not None else None,
                 **extra,
