@@ -196,9 +196,17 @@ def build(instance: DagsterInstance, engine: Engine, failed: int) -> dict[str, l
         )
         conn.execute(
             text(
-                "INSERT INTO orbit.effects (effect_key, root_run_id, step_key, receiver, status)"
-                " SELECT 'pay-' || r, r, 'quiet_op', 'unsafe', 'in_doubt'"
-                " FROM unnest(CAST(:ids AS text[])) AS r"
+                "INSERT INTO orbit.effect_scopes (root_run_id, step_key)"
+                " SELECT r, 'quiet_op' FROM unnest(CAST(:ids AS text[])) AS r"
+            ),
+            {"ids": kinds["hold"]},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO orbit.effects (key_hash, scope_id, status, detail)"
+                " SELECT orbit.effect_digest('pay-' || s.root_run_id), s.scope_id, 2,"
+                " jsonb_build_object('key', 'pay-' || s.root_run_id, 'receiver', 'unsafe')"
+                " FROM orbit.effect_scopes s WHERE s.root_run_id = ANY(CAST(:ids AS text[]))"
             ),
             {"ids": kinds["hold"]},
         )

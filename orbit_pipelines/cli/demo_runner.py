@@ -163,9 +163,11 @@ SELECT count(*) FROM orbit.row_outcomes r
 WHERE r.root_run_id = :root
   AND (r.attempt > 1 OR EXISTS (
         SELECT 1 FROM orbit.effects e
-        WHERE e.root_run_id = r.root_run_id AND e.step_key = r.step_key
-          AND e.row_key = r.row_key
-          AND (e.attempts > 1 OR e.run_id IS DISTINCT FROM r.run_id)))
+        JOIN orbit.effect_scopes s ON s.scope_id = e.scope_id
+        WHERE s.root_run_id = r.root_run_id AND s.step_key = r.step_key
+          AND e.row_tag = orbit.effect_row_tag(uuid_send(r.key_hash))
+          AND (coalesce((e.detail ->> 'attempts')::integer, 1) > 1
+               OR nullif(s.run_id, '') IS DISTINCT FROM r.run_id)))
 """
 
 

@@ -25,14 +25,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from dagster import DagsterInstance, DagsterRunStatus, RunRecord, RunsFilter
-from sqlalchemy import Column, Connection, Engine, Table, and_, delete, func, or_, select
+from sqlalchemy import Column, Connection, Engine, Table, delete, func, select
 
+from orbit_pipelines.store.effect_ledger import WITH_SCOPE, is_in_doubt
 from orbit_pipelines.store.recoveries import recovery_decisions
 from orbit_pipelines.store.step_outputs import GroupUsage, group_usage, prune_groups
 from orbit_pipelines.store.tables import (
     aggregation_state,
     batches,
     done_batches,
+    effect_scopes,
     effects,
     heartbeats,
     recoveries,
@@ -57,7 +59,7 @@ GROUP_TABLES: tuple[tuple[Table, str], ...] = (
     (row_tokens, "updated_at"),
     (batches, "updated_at"),
     (aggregation_state, "updated_at"),
-    (effects, "updated_at"),
+    (effect_scopes, "created_at"),
     (step_fences, "claimed_at"),
     (heartbeats, "beat_at"),
     (recoveries, "detected_at"),
@@ -102,13 +104,9 @@ def decide(
         ).all()
         in_doubt = set(
             conn.execute(
-                select(effects.c.root_run_id)
-                .where(
-                    or_(
-                        effects.c.status == "in_doubt",
-                        and_(effects.c.status == "intent", effects.c.receiver != "idempotent"),
-                    )
-                )
+                select(effect_scopes.c.root_run_id)
+                .select_from(WITH_SCOPE)
+                .where(is_in_doubt())
                 .distinct()
             ).scalars()
         )
@@ -189,6 +187,18 @@ def group_rows(conn: Connection, roots: Iterable[str]) -> dict[str, int]:
             if ids
             else 0
         )
+    # Effects are a group's through their scopes (effect_scopes is in GROUP_TABLES).
+    counts[effects.name] = (
+        int(
+            conn.execute(
+                select(func.count())
+                .select_from(WITH_SCOPE)
+                .where(effect_scopes.c.root_run_id.in_(ids))
+            ).scalar_one()
+        )
+        if ids
+        else 0
+    )
     return counts
 
 
@@ -197,10 +207,18 @@ def prune(conn: Connection, roots: Iterable[str]) -> tuple[dict[str, int], int]:
     ids = list(roots)
     outputs, size = prune_groups(conn, ids)
     counts = {"step_outputs": outputs}
+    effects_deleted = 0
+    if ids:
+        # Before their scopes, which name their group.
+        scopes = select(effect_scopes.c.scope_id).where(effect_scopes.c.root_run_id.in_(ids))
+        effects_deleted = conn.execute(
+            delete(effects).where(effects.c.scope_id.in_(scopes))
+        ).rowcount
     for table, _column in GROUP_TABLES:
         counts[table.name] = (
             conn.execute(delete(table).where(table.c.root_run_id.in_(ids))).rowcount if ids else 0
         )
+    counts[effects.name] = effects_deleted
     return counts, size
 
 

@@ -3,8 +3,10 @@
 Three kinds of receiver:
 
 - ``"idempotent"`` (the default) honours an idempotency key: ``fn(idempotency_key)``, or
-  ``fn()`` when ``fn`` takes no argument. The intent is recorded first; an attempt cut short
+  ``fn()`` when ``fn`` takes no argument; the key is the full ``root/step/key``
+  (``full_key``). Only the outcome is recorded (one write, no intent): an attempt cut short
   by a crash is simply repeated with the same key, and the receiver drops the duplicate.
+  An execution that was fenced out is still stopped before the call.
 - ``"transactional"`` lives in the same Postgres database: ``fn(conn)`` runs on the
   executor's connection inside the batch transaction, under a savepoint. The effect, its
   ledger row and the row status commit together, in the batch's one commit: exactly
@@ -129,10 +131,21 @@ class EffectGuard:
         self._side = side
         self._epoch = epoch
         self._open_batch = open_batch
+        self._scope_id: int | None = None
 
     def full_key(self, key: str) -> str:
         """Keys are scoped to the logical run and step, so two runs never share an effect."""
         return f"{self._scope.root_run_id}/{self._scope.step_key}/{key}"
+
+    def _ledger_scope(self) -> int:
+        # On the autocommit side connection: created inside a batch that rolls back, the id
+        # would vanish while this guard still used it.
+        if self._scope_id is None:
+            with self._side.use() as conn:
+                self._scope_id = effect_ledger.scope_id(
+                    conn, self._scope.root_run_id, self._scope.step_key, self._scope.run_id
+                )
+        return self._scope_id
 
     def once(
         self,
@@ -157,21 +170,39 @@ class EffectGuard:
             def call() -> Any:
                 return fn(effect_key)
 
+        scope_id = self._ledger_scope()
+        if receiver == "idempotent":
+            with self._side.use() as conn:
+                record = effect_ledger.lookup(
+                    conn,
+                    effect_key=effect_key,
+                    root_run_id=self._scope.root_run_id,
+                    step_key=self._scope.step_key,
+                    epoch=self._epoch,
+                )
+            self._check_row(effect_key, record, row_key, row_hash)
+            if record is not None and record.status == "succeeded":
+                return self._replayed(effect_key, record)
+            return self._call(effect_key, call, _Outcome(scope_id, row_key, row_hash))
         with self._side.use() as conn:
             record = self._claim(conn, effect_key, receiver, row_key, row_hash, "intent")
             if record is not None:
                 if record.status == "succeeded":
-                    if record.error_code == E4008_EFFECT_RESULT_UNRECORDABLE.code:
-                        raise OrbitError(
-                            E4008_EFFECT_RESULT_UNRECORDABLE,
-                            f"effect {effect_key} happened but its result could not be "
-                            "recorded, so it cannot be returned again",
-                        )
-                    return record.result
-                if record.status in ("intent", "in_doubt") and receiver == "unsafe":
-                    return self._in_doubt(conn, effect_key, key, call, reconcile)
-                self._retry(conn, effect_key, "intent")
-        return self._call(effect_key, call)
+                    return self._replayed(effect_key, record)
+                if record.status in ("intent", "in_doubt"):
+                    return self._in_doubt(conn, effect_key, key, call, reconcile, row_key)
+                self._retry(conn, effect_key, "unsafe", row_key, "intent")
+        return self._call(effect_key, call, None)
+
+    @staticmethod
+    def _replayed(effect_key: str, record: effect_ledger.EffectRecord) -> Any:
+        if record.error_code == E4008_EFFECT_RESULT_UNRECORDABLE.code:
+            raise OrbitError(
+                E4008_EFFECT_RESULT_UNRECORDABLE,
+                f"effect {effect_key} happened but its result could not be "
+                "recorded, so it cannot be returned again",
+            )
+        return record.result
 
     def _claim(
         self,
@@ -185,70 +216,120 @@ class EffectGuard:
         record = effect_ledger.claim(
             conn,
             effect_key=effect_key,
+            scope=self._ledger_scope(),
             root_run_id=self._scope.root_run_id,
             step_key=self._scope.step_key,
             row_key=row_key,
             row_hash=row_hash,
             receiver=receiver,
             status=status,
-            run_id=self._scope.run_id,
             epoch=self._epoch,
         )
-        if (
-            record is not None
-            and row_hash is not None
-            and record.row_hash is not None
-            and record.row_hash != row_hash.hex()
-        ):
-            raise OrbitError(
-                E4007_EFFECT_KEY_REUSED,
-                f"effect key {key_of(effect_key)!r} of row {row_key!r} was first used by row "
-                f"{record.row_key!r}; each row needs its own effect keys",
-                hint="build the key from the row's own key, e.g. f'charge:{row_key}'",
-            )
+        self._check_row(effect_key, record, row_key, row_hash)
         return record
 
-    def _retry(self, conn: psycopg.Connection, effect_key: str, status: str) -> None:
+    @staticmethod
+    def _check_row(
+        effect_key: str,
+        record: effect_ledger.EffectRecord | None,
+        row_key: str | None,
+        row_hash: bytes | None,
+    ) -> None:
+        tag = effect_ledger.row_tag(row_hash)
+        if record is None or tag is None or record.row_tag is None or record.row_tag == tag:
+            return
+        # A plain success keeps no row key text: the other row is named when it is known.
+        first = f"row {record.row_key!r}" if record.row_key is not None else "another row"
+        raise OrbitError(
+            E4007_EFFECT_KEY_REUSED,
+            f"effect key {key_of(effect_key)!r} of row {row_key!r} was first used by "
+            f"{first}; each row needs its own effect keys",
+            hint="build the key from the row's own key, e.g. f'charge:{row_key}'",
+        )
+
+    def _retry(
+        self,
+        conn: psycopg.Connection,
+        effect_key: str,
+        receiver: str,
+        row_key: str | None,
+        status: str,
+    ) -> None:
         effect_ledger.retry(
             conn,
             effect_key=effect_key,
+            scope=self._ledger_scope(),
+            row_key=row_key,
+            receiver=receiver,
             status=status,
-            run_id=self._scope.run_id,
             root_run_id=self._scope.root_run_id,
             step_key=self._scope.step_key,
             epoch=self._epoch,
         )
 
-    def _call(self, effect_key: str, call: Callable[[], Any]) -> Any:
+    def _settle(
+        self,
+        effect_key: str,
+        outcome: _Outcome | None,
+        status: str,
+        *,
+        result: Any = None,
+        error_code: str | None = None,
+        error_message: str | None = None,
+    ) -> None:
+        """Record an attempt's outcome: ``outcome`` set (idempotent) inserts it, else the
+        recorded intent is updated."""
+        with self._side.use() as conn:
+            if outcome is None:
+                effect_ledger.finish(
+                    conn,
+                    effect_key=effect_key,
+                    status=status,
+                    result=result,
+                    error_code=error_code,
+                    error_message=error_message,
+                )
+            else:
+                effect_ledger.record(
+                    conn,
+                    effect_key=effect_key,
+                    scope=outcome.scope_id,
+                    row_key=outcome.row_key,
+                    row_hash=outcome.row_hash,
+                    receiver="idempotent",
+                    status=status,
+                    result=result,
+                    error_code=error_code,
+                    error_message=error_message,
+                )
+
+    def _call(self, effect_key: str, call: Callable[[], Any], outcome: _Outcome | None) -> Any:
         try:
             result = call()
         except Exception as error:
             code, message = _error_fields(error)
-            with self._side.use() as conn:
-                effect_ledger.finish(
-                    conn,
-                    effect_key=effect_key,
-                    status="failed",
-                    error_code=code,
-                    error_message=value_codec.safe_text(message),
-                )
+            self._settle(
+                effect_key,
+                outcome,
+                "failed",
+                error_code=code,
+                error_message=value_codec.safe_text(message),
+            )
             raise
         try:
             result = _checked_result(effect_key, result)
         except OrbitError:
             # It happened; what it returned cannot be kept. Recorded as succeeded so it is
             # never repeated; the row fails with E-4008 and a replay fails the same way.
-            with self._side.use() as conn:
-                effect_ledger.finish(
-                    conn,
-                    effect_key=effect_key,
-                    status="succeeded",
-                    error_code=E4008_EFFECT_RESULT_UNRECORDABLE.code,
-                    error_message="result could not be recorded",
-                )
+            self._settle(
+                effect_key,
+                outcome,
+                "succeeded",
+                error_code=E4008_EFFECT_RESULT_UNRECORDABLE.code,
+                error_message="result could not be recorded",
+            )
             raise
-        with self._side.use() as conn:
-            effect_ledger.finish(conn, effect_key=effect_key, status="succeeded", result=result)
+        self._settle(effect_key, outcome, "succeeded", result=result)
         return result
 
     def _in_doubt(
@@ -258,6 +339,7 @@ class EffectGuard:
         key: str,
         call: Callable[[], Any],
         reconcile: ReconcileFn | None,
+        row_key: str | None,
     ) -> Any:
         effect_ledger.finish(conn, effect_key=effect_key, status="in_doubt")
         found = reconcile(key) if reconcile is not None else None
@@ -272,8 +354,8 @@ class EffectGuard:
                 resolved_by="reconcile",
             )
             return found.result
-        self._retry(conn, effect_key, "intent")
-        return self._call(effect_key, call)
+        self._retry(conn, effect_key, "unsafe", row_key, "intent")
+        return self._call(effect_key, call, None)
 
     def _transactional(
         self,
@@ -282,6 +364,8 @@ class EffectGuard:
         row_key: str | None,
         row_hash: bytes | None,
     ) -> Any:
+        # The scope id first, on the side connection (durable whatever the batch does).
+        self._ledger_scope()
         # The batch transaction must already be open: on an idle connection psycopg's
         # transaction() is a BEGIN ... COMMIT of its own, and the effect would commit
         # before (and without) its row. Opened, it is a savepoint inside the batch.
@@ -293,13 +377,22 @@ class EffectGuard:
             if record is not None and record.status == "succeeded":
                 return record.result
             if record is not None:
-                self._retry(self._tx, effect_key, "succeeded")
+                self._retry(self._tx, effect_key, "transactional", row_key, "succeeded")
             result = _checked_result(effect_key, fn(self._tx))
             if result is not None:
                 effect_ledger.finish(
                     self._tx, effect_key=effect_key, status="succeeded", result=result
                 )
             return result
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """What an effect without a recorded intent needs to record its outcome."""
+
+    scope_id: int
+    row_key: str | None
+    row_hash: bytes | None
 
 
 def key_of(effect_key: str) -> str:

@@ -26,8 +26,16 @@ from sqlalchemy import Connection, Engine, func, select, text
 
 from orbit_pipelines.recovery.explain import first_line
 from orbit_pipelines.recovery.settings import RecoverySettings
+from orbit_pipelines.store.effect_ledger import STATUS, WITH_SCOPE
 from orbit_pipelines.store.migrations import status as schema_status
-from orbit_pipelines.store.tables import effects, heartbeats, metadata, recoveries, step_rows
+from orbit_pipelines.store.tables import (
+    effect_scopes,
+    effects,
+    heartbeats,
+    metadata,
+    recoveries,
+    step_rows,
+)
 from orbit_pipelines.store.urls import mask_secrets
 
 SENSOR_NAME = "orbit_recovery"
@@ -215,9 +223,10 @@ def check_consistency(
     intents = {
         root: int(n)
         for root, n in conn.execute(
-            select(effects.c.root_run_id, func.count())
-            .where(effects.c.status == "intent")
-            .group_by(effects.c.root_run_id)
+            select(effect_scopes.c.root_run_id, func.count())
+            .select_from(WITH_SCOPE)
+            .where(effects.c.status == STATUS["intent"])
+            .group_by(effect_scopes.c.root_run_id)
         )
     }
     latest = _latest_status(instance, set(open_rows) | set(intents))

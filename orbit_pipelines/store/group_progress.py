@@ -8,12 +8,19 @@ from typing import Any
 
 from sqlalchemy import ARRAY, Connection, Text, any_, bindparam, func, select, text
 
-from orbit_pipelines.store.effect_ledger import OPEN_EFFECT_COLUMNS, OpenEffect, is_in_doubt
+from orbit_pipelines.store.effect_ledger import (
+    EFFECT_KEY,
+    OPEN_EFFECT_COLUMNS,
+    STATUS_NAME,
+    WITH_SCOPE,
+    OpenEffect,
+    is_in_doubt,
+)
 from orbit_pipelines.store.heartbeats import Heartbeat
 from orbit_pipelines.store.named_sql import load_sql
 from orbit_pipelines.store.recoveries import GroupControl, Recovery
 from orbit_pipelines.store.row_ledger import status_counts
-from orbit_pipelines.store.tables import effects, heartbeats, recoveries, run_groups
+from orbit_pipelines.store.tables import effect_scopes, effects, heartbeats, recoveries, run_groups
 
 
 @dataclass(frozen=True)
@@ -29,10 +36,11 @@ def effects_by_status(conn: Connection, root_run_id: str) -> dict[str, int]:
     """How many side effects of a run group are in each ledger status."""
     stmt = (
         select(effects.c.status, func.count())
-        .where(effects.c.root_run_id == root_run_id)
+        .select_from(WITH_SCOPE)
+        .where(effect_scopes.c.root_run_id == root_run_id)
         .group_by(effects.c.status)
     )
-    return {status: int(n) for status, n in conn.execute(stmt)}
+    return {STATUS_NAME[status]: int(n) for status, n in conn.execute(stmt)}
 
 
 def held_parent_run_ids(conn: Connection) -> list[str]:
@@ -54,11 +62,10 @@ def last_done_row_in_order(conn: Connection, root_run_id: str, step_key: str) ->
     """The last row of ``step_key`` completed, in input order, with its recorded result.
 
     Rows are committed in batches that share one ``updated_at``, so "latest updated_at"
-    alone picks an arbitrary row of the last batch. Inside that batch, the row whose side
-    effect was recorded last is the last one processed (rows run one after the other);
-    without effects, rows are stored in input order within their batch's INSERT. A row
-    whose own result is empty shows its succeeded effect's result (e.g. the carrier's
-    tracking number).
+    alone picks an arbitrary row of the last batch. Inside that batch, the last row with a
+    succeeded side effect is preferred, then rows go by input order (the batch's INSERT, a
+    done-batch record's keys; a done effect keeps no time of its own). A row whose own
+    result is empty shows its succeeded effect's result (e.g. the carrier's tracking number).
     """
     return last_done_rows_in_order(conn, [(root_run_id, step_key)]).get((root_run_id, step_key))
 
@@ -114,18 +121,20 @@ def groups_progress(conn: Connection, root_run_ids: Iterable[str]) -> GroupsProg
     # Same columns, condition and order as effect_ledger.effects_in_doubt.
     open_rows = conn.execute(
         select(*OPEN_EFFECT_COLUMNS)
-        .where(effects.c.root_run_id == _any(roots), is_in_doubt())
-        .order_by(effects.c.effect_key)
+        .select_from(WITH_SCOPE)
+        .where(effect_scopes.c.root_run_id == _any(roots), is_in_doubt())
+        .order_by(EFFECT_KEY)
     )
     for open_row in open_rows:
         effect = OpenEffect(*open_row)
         progress.in_doubt.setdefault(effect.root_run_id, []).append(effect)
     for root, status, n in conn.execute(
-        select(effects.c.root_run_id, effects.c.status, func.count())
-        .where(effects.c.root_run_id == _any(roots))
-        .group_by(effects.c.root_run_id, effects.c.status)
+        select(effect_scopes.c.root_run_id, effects.c.status, func.count())
+        .select_from(WITH_SCOPE)
+        .where(effect_scopes.c.root_run_id == _any(roots))
+        .group_by(effect_scopes.c.root_run_id, effects.c.status)
     ):
-        progress.effect_counts.setdefault(root, {})[status] = int(n)
+        progress.effect_counts.setdefault(root, {})[STATUS_NAME[status]] = int(n)
     return progress
 
 

@@ -32,8 +32,15 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB, insert
 
-from orbit_pipelines.store.effect_ledger import is_in_doubt
-from orbit_pipelines.store.tables import effects, metadata, recoveries, run_groups, settings
+from orbit_pipelines.store.effect_ledger import (
+    EFFECT_KEY,
+    OPEN_EFFECT_COLUMNS,
+    WITH_SCOPE,
+    group_of,
+    in_doubt_exists,
+    is_in_doubt,
+)
+from orbit_pipelines.store.tables import effect_scopes, metadata, recoveries, run_groups, settings
 
 AUTO_RECOVERY_SETTING = "auto_recovery"
 
@@ -527,16 +534,12 @@ def policy_facts(conn: Connection, root_run_ids: Iterable[str]) -> PolicyFacts:
         ).all()
     }
     in_doubt: dict[str, list[tuple[str, str, str]]] = {}
+    open_key, _root, _step, _row, open_receiver, open_status = OPEN_EFFECT_COLUMNS[:6]
     rows = conn.execute(
-        select(effects.c.root_run_id, effects.c.effect_key, effects.c.receiver, effects.c.status)
-        .where(
-            effects.c.root_run_id.in_(roots),
-            or_(
-                effects.c.status == "in_doubt",
-                and_(effects.c.status == "intent", effects.c.receiver != "idempotent"),
-            ),
-        )
-        .order_by(effects.c.effect_key)
+        select(effect_scopes.c.root_run_id, open_key, open_receiver, open_status)
+        .select_from(WITH_SCOPE)
+        .where(effect_scopes.c.root_run_id.in_(roots), is_in_doubt())
+        .order_by(EFFECT_KEY)
     ).all()
     for root, key, receiver, status in rows:
         in_doubt.setdefault(root, []).append((key, receiver, status))
@@ -551,7 +554,7 @@ EFFECTS_HOLD_MARK = " side effect(s) in doubt: "
 
 def _open_effect(root: ColumnElement[str]) -> Exists:
     """The group ``root`` has an effect in doubt."""
-    return select(literal(1)).where(effects.c.root_run_id == root, is_in_doubt()).exists()
+    return in_doubt_exists(root)
 
 
 def release_effect_holds(conn: Connection, root_run_ids: Sequence[str] | None = None) -> list[str]:
@@ -613,18 +616,17 @@ def release_effect_holds(conn: Connection, root_run_ids: Sequence[str] | None = 
 
 def effect_root(conn: Connection, effect_key: str) -> str | None:
     """The run group an effect belongs to (None for an unknown key)."""
-    return conn.execute(
-        select(effects.c.root_run_id).where(effects.c.effect_key == effect_key)
-    ).scalar()
+    return group_of(conn, effect_key)
 
 
 def open_effect_keys(conn: Connection, root_run_id: str) -> list[str]:
     """Keys of the group's effects still in doubt (``effects_in_doubt``, keys only)."""
     return list(
         conn.execute(
-            select(effects.c.effect_key)
-            .where(effects.c.root_run_id == root_run_id, is_in_doubt())
-            .order_by(effects.c.effect_key)
+            select(EFFECT_KEY)
+            .select_from(WITH_SCOPE)
+            .where(effect_scopes.c.root_run_id == root_run_id, is_in_doubt())
+            .order_by(EFFECT_KEY)
         ).scalars()
     )
 

@@ -16,11 +16,12 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    SmallInteger,
     Table,
     Text,
     Uuid,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import JSON, JSONB
 
 metadata = MetaData(schema="orbit")
 
@@ -123,24 +124,27 @@ aggregation_state = Table(
     _ts("updated_at"),
 )
 
+# The run group, step and run of effects, once per step execution (migration 0008).
+effect_scopes = Table(
+    "effect_scopes",
+    metadata,
+    Column("scope_id", Integer, primary_key=True),
+    Column("root_run_id", Text, nullable=False),
+    Column("step_key", Text, nullable=False),
+    Column("run_id", Text, nullable=False),
+    _ts("created_at"),
+)
+
+# The idempotency ledger (migration 0008; store.effect_ledger reads and writes it).
 effects = Table(
     "effects",
     metadata,
-    Column("effect_key", Text, primary_key=True),
-    Column("root_run_id", Text, nullable=False),
-    Column("step_key", Text, nullable=False),
-    Column("row_key", Text),
-    Column("receiver", Text, nullable=False),
-    Column("status", Text, nullable=False),
-    Column("attempts", Integer, nullable=False),
-    Column("run_id", Text),
-    Column("result", JSONB),
-    Column("error_code", Text),
-    Column("error_message", Text),
-    Column("resolved_by", Text),
-    _ts("created_at"),
-    _ts("updated_at"),
-    Column("row_hash", Uuid),
+    Column("key_hash", Uuid, primary_key=True),
+    Column("scope_id", Integer, nullable=False),
+    Column("row_tag", Integer),
+    Column("status", SmallInteger, nullable=False),
+    Column("result", JSON),
+    Column("detail", JSONB),
 )
 
 step_fences = Table(

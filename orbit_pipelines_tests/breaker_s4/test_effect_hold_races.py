@@ -12,7 +12,7 @@ from sqlalchemy import Engine, text
 
 from orbit_pipelines.recovery.cycle import run_cycle
 from orbit_pipelines.recovery.settings import RecoverySettings
-from orbit_pipelines.store.effect_ledger import resolve_effect
+from orbit_pipelines.store.effect_ledger import record_effect, resolve_effect
 from orbit_pipelines.store.recoveries import (
     EFFECTS_HOLD_MARK,
     get_recovery,
@@ -25,12 +25,14 @@ SETTINGS = RecoverySettings(backoff_base_s=0.0, backoff_max_s=0.0)
 
 def _intent(engine: Engine, key: str, root: str) -> None:
     with engine.begin() as conn:
-        conn.execute(
-            text(
-                "INSERT INTO orbit.effects (effect_key, root_run_id, step_key, row_key, receiver,"
-                " status, attempts) VALUES (:k, :g, 'send', :k, 'unsafe', 'intent', 1)"
-            ),
-            {"k": key, "g": root},
+        record_effect(
+            conn,
+            effect_key=key,
+            root_run_id=root,
+            step_key="send",
+            row_key=key,
+            receiver="unsafe",
+            status="intent",
         )
 
 

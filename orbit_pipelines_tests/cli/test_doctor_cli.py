@@ -12,8 +12,9 @@ from pathlib import Path
 from dagster import DagsterInstance, execute_job, reconstructable
 from sqlalchemy import Engine, insert, text, update
 
+from orbit_pipelines.store.effect_ledger import record_effect
 from orbit_pipelines.store.recoveries import claim_recovery
-from orbit_pipelines.store.tables import effects, heartbeats, recoveries, step_rows
+from orbit_pipelines.store.tables import heartbeats, recoveries, step_rows
 from orbit_pipelines_tests.cli.conftest import CliResult
 from orbit_pipelines_tests.cli.jobs import fine_job
 
@@ -50,19 +51,15 @@ def _plant(engine: Engine, root: str) -> None:
                 updated_at=now,
             )
         )
-        conn.execute(
-            insert(effects).values(
-                effect_key="ship:o1",
-                root_run_id=root,
-                step_key="fine",
-                row_key="r1",
-                receiver="unsafe",
-                status="intent",
-                attempts=1,
-                run_id=root,
-                created_at=now,
-                updated_at=now,
-            )
+        record_effect(
+            conn,
+            effect_key="ship:o1",
+            root_run_id=root,
+            step_key="fine",
+            row_key="r1",
+            receiver="unsafe",
+            status="intent",
+            run_id=root,
         )
         claim_recovery(
             conn,

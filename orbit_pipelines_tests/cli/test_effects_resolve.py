@@ -14,7 +14,7 @@ from sqlalchemy import Engine, text
 from orbit_pipelines.recovery.detect import Candidate
 from orbit_pipelines.recovery.policy import decide_with
 from orbit_pipelines.recovery.settings import RecoverySettings
-from orbit_pipelines.store.effect_ledger import resolve_effect
+from orbit_pipelines.store.effect_ledger import record_effect, resolve_effect
 from orbit_pipelines.store.recoveries import (
     claim_recovery,
     due_decisions,
@@ -37,12 +37,14 @@ ENDED = (DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CA
 
 
 def _effect(conn: object, key: str, root: str, status: str = "intent") -> None:
-    conn.execute(  # type: ignore[attr-defined]
-        text(
-            "INSERT INTO orbit.effects (effect_key, root_run_id, step_key, row_key, receiver,"
-            " status, attempts) VALUES (:k, :g, 'send', '1', 'unsafe', :s, 1)"
-        ),
-        {"k": key, "g": root, "s": status},
+    record_effect(
+        conn,  # type: ignore[arg-type]
+        effect_key=key,
+        root_run_id=root,
+        step_key="send",
+        row_key="1",
+        receiver="unsafe",
+        status=status,
     )
 
 

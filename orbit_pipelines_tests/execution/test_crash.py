@@ -96,7 +96,9 @@ def test_sigkill_at_random_moments_every_row_and_effect_exactly_once(
             text("SELECT count(*), max(applied), sum(requests) FROM receiver_idem")
         ).one()
         ledger = dict(
-            conn.execute(text("SELECT status, count(*) FROM orbit.effects GROUP BY status")).all()
+            conn.execute(
+                text("SELECT status, count(*) FROM orbit.effect_records GROUP BY status")
+            ).all()
         )
         saved = dict(
             conn.execute(
@@ -186,7 +188,7 @@ def test_sigkill_at_random_moments_with_duplicates_and_poison_rows(
             text("SELECT count(*), count(DISTINCT row_id), max(row_id) FROM public.fx_receiver")
         ).one()
         effects = dict(
-            conn.execute(text("SELECT status, count(*) FROM orbit.effects GROUP BY 1")).all()
+            conn.execute(text("SELECT status, count(*) FROM orbit.effect_records GROUP BY 1")).all()
         )
         saved = conn.execute(
             text("SELECT state FROM orbit.aggregation_state WHERE root_run_id = 'crash-root'")

@@ -69,7 +69,7 @@ def _snapshot(engine: Engine, root: str) -> dict[str, Any]:
         ).all()
         effects = conn.execute(
             text(
-                "SELECT effect_key, status, attempts, run_id FROM orbit.effects "
+                "SELECT key_hash, effect_key, status, attempts, run_id FROM orbit.effect_records "
                 "WHERE root_run_id = :r ORDER BY 1"
             ),
             {"r": root},

@@ -25,7 +25,7 @@ from orbit_pipelines.recovery.detect import (
     run_events,
     step_states_for_runs,
 )
-from orbit_pipelines.store.effect_ledger import effects_in_doubt
+from orbit_pipelines.store.effect_ledger import effects_in_doubt, record_effect
 from orbit_pipelines.store.group_progress import (
     effects_by_status,
     groups_progress,
@@ -70,6 +70,7 @@ def _ledger_rows(engine: Engine, root: str) -> None:
     """A step with done rows in two batches (one with a succeeded effect), a heartbeat, an
     effect in doubt, a held recovery and a group control: every table the listing reads."""
     with engine.begin() as conn:
+        hashes = {n: uuid.uuid4() for n in range(3)}
         for n, at in ((0, "2026-01-01"), (1, "2026-01-02"), (2, "2026-01-02")):
             conn.execute(
                 text(
@@ -77,17 +78,20 @@ def _ledger_rows(engine: Engine, root: str) -> None:
                     " status, attempt, result, updated_at) VALUES (:root, 'reject_input',"
                     " :hash, :key, 'done', 1, NULL, :at)"
                 ),
-                {"root": root, "hash": uuid.uuid4(), "key": f"r{n}", "at": at},
+                {"root": root, "hash": hashes[n], "key": f"r{n}", "at": at},
             )
-        conn.execute(
-            text(
-                "INSERT INTO orbit.effects (effect_key, root_run_id, step_key, row_key,"
-                " receiver, status, attempts, result) VALUES"
-                " (:k1, :root, 'reject_input', 'r1', 'unsafe', 'succeeded', 1, '\"T-1\"'),"
-                " (:k2, :root, 'reject_input', 'r2', 'unsafe', 'in_doubt', 1, NULL)"
-            ),
-            {"root": root, "k1": f"ship-{root}-1", "k2": f"ship-{root}-2"},
-        )
+        for n, status, result in ((1, "succeeded", "T-1"), (2, "in_doubt", None)):
+            record_effect(
+                conn,
+                effect_key=f"ship-{root}-{n}",
+                root_run_id=root,
+                step_key="reject_input",
+                row_key=f"r{n}",
+                row_hash=hashes[n].bytes,
+                receiver="unsafe",
+                status=status,
+                result=result,
+            )
         conn.execute(
             text(
                 "INSERT INTO orbit.heartbeats (run_id, step_key, root_run_id, host, pid,"

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 
 from orbit_pipelines.recovery.detect import Candidate
 from orbit_pipelines.recovery.policy import backoff_s, decide
 from orbit_pipelines.recovery.settings import RecoverySettings
-from orbit_pipelines.store.effect_ledger import effects_in_doubt, resolve_effect
+from orbit_pipelines.store.effect_ledger import effects_in_doubt, record_effect, resolve_effect
 from orbit_pipelines.store.recoveries import claim_recovery, set_auto_recovery, set_group_control
 
 SETTINGS = RecoverySettings(backoff_base_s=10, backoff_max_s=100, max_attempts=3)
@@ -65,13 +65,15 @@ def test_non_retryable_codes_are_held(engine: Engine) -> None:
 
 def test_effects_in_doubt_hold_the_group(engine: Engine) -> None:
     with engine.begin() as conn:
-        conn.execute(
-            text(
-                "INSERT INTO orbit.effects (effect_key, root_run_id, step_key, receiver, status)"
-                " VALUES ('ok', 'root-1', 's', 'idempotent', 'intent'),"
-                "        ('pay-7', 'root-1', 's', 'unsafe', 'intent')"
+        for key, receiver in (("ok", "idempotent"), ("pay-7", "unsafe")):
+            record_effect(
+                conn,
+                effect_key=key,
+                root_run_id="root-1",
+                step_key="s",
+                receiver=receiver,
+                status="intent",
             )
-        )
     action, why, _ = _decide(engine, _candidate())
     assert action == "hold" and "pay-7" in why and "ok [" not in why
     # What holds the group is exactly what `orbit effects` lists and a person can resolve.

@@ -11,11 +11,12 @@ from dagster import DagsterInstance, DagsterRunStatus
 from sqlalchemy import Engine, text
 
 from orbit_pipelines.dagster_io.retention import GROUP_TABLES
+from orbit_pipelines.store.effect_ledger import record_effect
 from orbit_pipelines.store.step_outputs import OutputKey, write_output
 from orbit_pipelines_tests.dagster_io.test_io_manager_prune import orbit_prune
 from orbit_pipelines_tests.recovery.many_runs import quiet_job
 
-TABLES = ["step_outputs", *(table.name for table, _ in GROUP_TABLES)]
+TABLES = ["step_outputs", *(table.name for table, _ in GROUP_TABLES), "effects"]
 
 _ROWS = [
     "INSERT INTO orbit.step_rows (root_run_id, step_key, key_hash, row_key, status)"
@@ -28,8 +29,10 @@ _ROWS = [
     " VALUES (:root, 's', 1, 'completed')",
     "INSERT INTO orbit.aggregation_state (root_run_id, step_key, name, state)"
     " VALUES (:root, 's', 'sum', '1')",
-    "INSERT INTO orbit.effects (effect_key, root_run_id, step_key, receiver, status)"
-    " VALUES ('done-' || :root, :root, 's', 'unsafe', 'succeeded')",
+    "INSERT INTO orbit.effect_scopes (root_run_id, step_key, run_id) VALUES (:root, 's', :root)",
+    "INSERT INTO orbit.effects (key_hash, scope_id, status) SELECT"
+    " orbit.effect_digest('done-' || :root), scope_id, 4 FROM orbit.effect_scopes"
+    " WHERE root_run_id = :root",
     "INSERT INTO orbit.step_fences (root_run_id, step_key, epoch, run_id, host, pid)"
     " VALUES (:root, 's', 1, :root, 'h', 1)",
     "INSERT INTO orbit.heartbeats (run_id, step_key, root_run_id, host, pid)"
@@ -87,7 +90,11 @@ def _rows(engine: Engine, root: str) -> dict[str, int]:
     with engine.connect() as conn:
         return {
             name: conn.execute(
-                text(f"SELECT count(*) FROM orbit.{name} WHERE root_run_id = :r"),
+                # Effects name their group through their scopes (effect_records joins them).
+                text(
+                    f"SELECT count(*) FROM orbit.{'effect_records' if name == 'effects' else name}"
+                    " WHERE root_run_id = :r"
+                ),
                 {"r": root},
             ).scalar_one()
             for name in TABLES
@@ -103,12 +110,13 @@ def test_prune_removes_a_finished_group_and_keeps_unfinished_in_doubt_and_held_o
     in_doubt = _group(instance, engine, failed=False)
     held = _group(instance, engine, failed=False)
     with engine.begin() as conn:
-        conn.execute(
-            text(
-                "INSERT INTO orbit.effects (effect_key, root_run_id, step_key, receiver, status)"
-                " VALUES ('pay-1', :r, 's', 'unsafe', 'in_doubt')"
-            ),
-            {"r": in_doubt},
+        record_effect(
+            conn,
+            effect_key="pay-1",
+            root_run_id=in_doubt,
+            step_key="s",
+            receiver="unsafe",
+            status="in_doubt",
         )
         conn.execute(
             text("UPDATE orbit.recoveries SET status = 'held' WHERE root_run_id = :r"),

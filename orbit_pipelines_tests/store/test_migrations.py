@@ -47,14 +47,14 @@ def test_two_processes_migrating_at_once_end_with_one_schema(empty_db_url: str) 
 def test_status_reports_an_outdated_schema(empty_db_url: str) -> None:
     engine = create_store_engine(empty_db_url)
     upgrade(engine)
-    latest = available_migrations()[-1]
+    *_, previous, latest = available_migrations()
     with engine.begin() as conn:
         conn.execute(
             text("DELETE FROM orbit.schema_migrations WHERE version = :v"), {"v": latest.version}
         )
     state = status(engine)
     assert not state.is_current
-    assert state.current == latest.version - 1
+    assert state.current == previous.version  # versions may have gaps
     assert [m.version for m in state.pending] == [latest.version]
     assert "orbit db upgrade" in state.describe()
     engine.dispose()

@@ -1,4 +1,4 @@
-SELECT status, receiver, result, error_code, error_message, attempts, row_key, row_hash
+SELECT status, result, row_tag, detail
 FROM orbit.effects
-WHERE effect_key = %(effect_key)s
+WHERE key_hash = %(key_hash)s
 FOR UPDATE
