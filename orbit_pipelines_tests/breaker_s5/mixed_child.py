@@ -3,7 +3,8 @@
 Run as ``python -m orbit_pipelines_tests.breaker_s5.mixed_child DB_URL WORKDIR ROWS BATCH``.
 Row ``i`` (keys repeat as ``i``, ``float(i)`` and ``numpy.int64(i)`` later in the input):
 every 3rd row emits ``{"i": i}``, every 5th row runs a transactional effect through the
-context the *first* row was given (kept by the handler), the others record nothing.
+context the *first* row was given (kept by the handler), every 7th an idempotent one (a
+receiver that honours the key in its own autocommit session), the others record nothing.
 """
 
 from __future__ import annotations
@@ -19,8 +20,12 @@ import psycopg
 
 from orbit_pipelines.execution import ExecutorOptions, RowContext, RowExecutor, RunScope
 from orbit_pipelines.store.engine import create_store_engine
+from orbit_pipelines.store.raw_connection import connect_raw
 
 RECEIVER_DDL = "CREATE TABLE public.receiver_s5 (effect_key text PRIMARY KEY, applied int NOT NULL)"
+IDEMPOTENT_DDL = (
+    "CREATE TABLE public.receiver_s5_idem (idempotency_key text PRIMARY KEY, requests int NOT NULL)"
+)
 
 
 def keys(rows: int) -> list[Any]:
@@ -33,6 +38,14 @@ def main(db_url: str, workdir: Path, rows: int, batch_size: int) -> None:
     engine = create_store_engine(db_url)
     log = os.open(workdir / "invocations", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     kept: list[RowContext] = []
+    receiver = connect_raw(engine, autocommit=True)
+
+    def idempotent_service(idempotency_key: str) -> None:
+        receiver.execute(
+            "INSERT INTO public.receiver_s5_idem VALUES (%s, 1) ON CONFLICT (idempotency_key) "
+            "DO UPDATE SET requests = receiver_s5_idem.requests + 1",
+            (idempotency_key,),
+        )
 
     def apply(key: str) -> Any:
         def write(conn: psycopg.Connection) -> None:
@@ -56,6 +69,8 @@ def main(db_url: str, workdir: Path, rows: int, batch_size: int) -> None:
             ctx.emit({"i": i})
         if i % 5 == 0:
             stale.once(f"fx-{i}", apply(f"fx-{i}"), receiver="transactional")
+        if i % 7 == 0:
+            ctx.once(f"idem-{i}", idempotent_service, receiver="idempotent")
 
     scope = RunScope("s5-root", f"run-{os.getpid()}", "rows")
     with RowExecutor(engine, scope, ExecutorOptions(batch_size=batch_size)) as ex:

@@ -25,7 +25,7 @@ from orbit_pipelines.execution import RowContext
 from orbit_pipelines.execution.done_set import HASH_DTYPE
 from orbit_pipelines.execution.executor import _RECENT_KEYS
 from orbit_pipelines.execution.keys import batch_keys, canonical_key
-from orbit_pipelines_tests.breaker_s5.mixed_child import RECEIVER_DDL, keys
+from orbit_pipelines_tests.breaker_s5.mixed_child import IDEMPOTENT_DDL, RECEIVER_DDL, keys
 from orbit_pipelines_tests.execution.helpers import executor
 from orbit_pipelines_tests.processes import ChildProcesses, wait_for
 
@@ -192,6 +192,7 @@ def test_sigkill_mid_batch_mixed_rows_every_row_and_effect_exactly_once(
 ) -> None:
     with engine.begin() as conn:
         conn.execute(text(RECEIVER_DDL))
+        conn.execute(text(IDEMPOTENT_DDL))
     seed = int(time.time())
     rng = random.Random(seed)
     args = [sys.executable, "-m", "orbit_pipelines_tests.breaker_s5.mixed_child"]
@@ -242,6 +243,7 @@ def test_sigkill_mid_batch_mixed_rows_every_row_and_effect_exactly_once(
         fx = conn.execute(
             text("SELECT count(*), min(applied), max(applied) FROM receiver_s5")
         ).one()
+        idem = conn.execute(text("SELECT count(*), sum(requests) FROM receiver_s5_idem")).one()
     with executor(engine, root_run_id="s5-root", step_key="rows", run_id="probe") as ex:
         done = ex.load_done()
     wanted = np.frombuffer(b"".join(canonical_key(k).digest for k in range(ROWS)), dtype=HASH_DTYPE)
@@ -249,6 +251,9 @@ def test_sigkill_mid_batch_mixed_rows_every_row_and_effect_exactly_once(
     assert not_done == 0
     assert results == {str(i): {"i": i} for i in range(0, ROWS, 3)}, f"seed {seed}"
     assert tuple(fx) == (len(range(0, ROWS, 5)), 1, 1), f"effects exactly once (seed {seed})"
+    wanted_idem = len(range(0, ROWS, 7))
+    assert idem[0] == wanted_idem, f"every idempotent effect requested (seed {seed})"
+    assert idem[1] - wanted_idem <= kills, f"one request repeated at most per kill (seed {seed})"
     calls = Counter(int(line) for line in invocations.read_text().split())
     assert set(calls) == set(range(ROWS))
     assert sum(calls.values()) - ROWS <= BATCH * kills, f"seed {seed}"
