@@ -64,11 +64,12 @@ def digest(effect_key: str) -> uuid.UUID:
 
 
 def row_tag(row_hash: bytes | None) -> int | None:
-    """The row's key digest in 4 bytes (``orbit.effect_row_tag``): tells rows apart when one
-    reuses another's effect key; a clash (one in 2**32) only hides that mistake."""
+    """The row's key digest in 8 bytes (``orbit.effect_row_tag``): tells rows apart when one
+    reuses another's effect key. A clash would hide that mistake and hand the second row the
+    first one's result (4 bytes clashed in a few thousand order keys; 8 is one in 2**64)."""
     if row_hash is None:
         return None
-    return int.from_bytes(row_hash[:4], "big", signed=True)
+    return int.from_bytes(row_hash[:8], "big", signed=True)
 
 
 def scope_id(conn: psycopg.Connection, root_run_id: str, step_key: str, run_id: str) -> int:

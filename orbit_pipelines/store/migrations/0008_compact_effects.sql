@@ -6,23 +6,26 @@
 --   idempotency key handed to receivers, unchanged) instead of the text itself.
 -- * scope_id: the run group, step and run, named once per step execution in effect_scopes
 --   instead of three texts per effect.
--- * row_tag: the first 4 bytes of the row's key digest: enough to tell that another row
---   reuses a key (E-4007) and to find a row's effect; the row key text is the row's.
+-- * row_tag: the first 8 bytes of the row's key digest: enough to tell that another row
+--   reuses a key (E-4007) and to find a row's effect; the row key text is the row's. Not 4:
+--   two of 65,000 generated order keys share their first 4 bytes, and a row whose effect key
+--   another row used first would then get that row's result, its own effect never run.
 -- * status 1 intent, 2 in_doubt, 3 failed, 4 succeeded (effect_ledger.STATUS).
 -- * result: json, not jsonb: the text as written is the smallest form of a small result.
 -- * detail: what a person needs for an effect that is not a plain first-attempt success (its
 --   key text, row key, receiver, error, attempts, who resolved it, when it last changed);
 --   NULL for a plain success, whose time is its step execution's (effect_scopes).
--- 16 + 4 + 4 + 2 bytes and a small result stay within 64 bytes with the tuple header; a
--- timestamp or an attempts column would each push the tuple to the next 8-byte step.
+-- 16 + 8 + 4 + 2 bytes (in that order: the bigint needs no padding after the uuid) and a
+-- small result stay within 64 bytes with the tuple header; a timestamp or an attempts
+-- column would each push the tuple to the next 8-byte step.
 
 CREATE FUNCTION orbit.effect_digest(effect_key text) RETURNS uuid
     LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
     AS $$ SELECT encode(substring(sha256(convert_to(effect_key, 'UTF8')) FROM 1 FOR 16), 'hex')::uuid $$;
 
-CREATE FUNCTION orbit.effect_row_tag(digest bytea) RETURNS integer
+CREATE FUNCTION orbit.effect_row_tag(digest bytea) RETURNS bigint
     LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
-    AS $$ SELECT ('x' || encode(substring(digest FROM 1 FOR 4), 'hex'))::bit(32)::integer $$;
+    AS $$ SELECT ('x' || encode(substring(digest FROM 1 FOR 8), 'hex'))::bit(64)::bigint $$;
 
 -- run_id '' stands for "not recorded" (effects written before run ids were).
 CREATE TABLE orbit.effect_scopes (
@@ -36,8 +39,8 @@ CREATE TABLE orbit.effect_scopes (
 
 CREATE TABLE orbit.effects_compact (
     key_hash  uuid     NOT NULL,
+    row_tag   bigint,
     scope_id  integer  NOT NULL,
-    row_tag   integer,
     status    smallint NOT NULL CHECK (status BETWEEN 1 AND 4),
     result    json,
     detail    jsonb

@@ -3,7 +3,7 @@
 -- costs; an attempt after a recorded failure updates that row (attempts + 1, so it keeps
 -- its detail). A recorded success is kept.
 INSERT INTO orbit.effects AS e (key_hash, scope_id, row_tag, status, result, detail)
-VALUES (%(key_hash)s::uuid, %(scope_id)s::integer, %(row_tag)s::integer, %(status)s::smallint,
+VALUES (%(key_hash)s::uuid, %(scope_id)s::integer, %(row_tag)s::bigint, %(status)s::smallint,
         %(result)s::json, %(detail)s::jsonb || jsonb_build_object('at', now()))
 ON CONFLICT (key_hash) DO UPDATE
 SET status = excluded.status,

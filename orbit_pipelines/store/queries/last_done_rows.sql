@@ -32,7 +32,7 @@ CROSS JOIN LATERAL (
           AND r.status = 'done' AND r.updated_at = b.at
         UNION ALL
         SELECT k.row_key, nullif(d.results -> (k.n::int - 1), 'null'::jsonb), 1, k.n,
-               orbit.effect_row_tag(substring(d.key_hashes FROM (k.n::int - 1) * 16 + 1 FOR 4))
+               orbit.effect_row_tag(substring(d.key_hashes FROM (k.n::int - 1) * 16 + 1 FOR 8))
         FROM orbit.done_batches d
         CROSS JOIN LATERAL unnest(string_to_array(d.row_keys, chr(31)))
             WITH ORDINALITY AS k(row_key, n)
