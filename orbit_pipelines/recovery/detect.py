@@ -27,7 +27,9 @@ from dagster import (
 from sqlalchemy import ARRAY, Connection, Text, any_, bindparam, select
 
 if TYPE_CHECKING:
+    from dagster import EventLogRecord
     from dagster_postgres import PostgresEventLogStorage
+    from sqlalchemy import Select
 
 from orbit_pipelines.recovery import dagster_private as dp
 from orbit_pipelines.recovery.liveness import pid_alive, this_host
@@ -457,12 +459,7 @@ def failure_page(
             limit=limit,
             ascending=True,
         )
-        return FailurePage(
-            [
-                FailureEvent(r.storage_id, r.event_log_entry.run_id, r.event_log_entry.timestamp)
-                for r in result.records
-            ]
-        )
+        return _records_page(result.records)
     table = dp.SqlEventLogStorageTable
     query = (
         select(table.c.id, table.c.run_id, table.c.timestamp)
@@ -476,14 +473,7 @@ def failure_page(
     )
     if after_storage_id is not None:
         query = query.where(table.c.id > after_storage_id)
-    with storage.index_connection() as conn:
-        rows = conn.execute(query).fetchall()
-    return FailurePage(
-        [
-            FailureEvent(int(storage_id), run_id, at.replace(tzinfo=UTC).timestamp())
-            for storage_id, run_id, at in rows
-        ]
-    )
+    return _query_page(storage, query)
 
 
 def failure_page_before(
@@ -507,12 +497,7 @@ def failure_page_before(
             limit=limit,
             ascending=False,
         )
-        return FailurePage(
-            [
-                FailureEvent(r.storage_id, r.event_log_entry.run_id, r.event_log_entry.timestamp)
-                for r in result.records
-            ]
-        )
+        return _records_page(result.records)
     table = dp.SqlEventLogStorageTable
     query = (
         select(table.c.id, table.c.run_id, table.c.timestamp)
@@ -525,6 +510,19 @@ def failure_page_before(
     )
     if before_storage_id is not None:
         query = query.where(table.c.id < before_storage_id)
+    return _query_page(storage, query)
+
+
+def _records_page(records: Sequence[EventLogRecord]) -> FailurePage:
+    return FailurePage(
+        [
+            FailureEvent(r.storage_id, r.event_log_entry.run_id, r.event_log_entry.timestamp)
+            for r in records
+        ]
+    )
+
+
+def _query_page(storage: PostgresEventLogStorage, query: Select[Any]) -> FailurePage:
     with storage.index_connection() as conn:
         rows = conn.execute(query).fetchall()
     return FailurePage(
