@@ -16,7 +16,6 @@ import pytest
 from dagster import DagsterEvent, DagsterEventType, DagsterInstance
 from sqlalchemy import Engine
 
-from orbit_pipelines.cli import main
 from orbit_pipelines.recovery import detect
 from orbit_pipelines.recovery.cycle import run_cycle
 from orbit_pipelines.recovery.launch import ROOT_RUN_ID_TAG
@@ -41,14 +40,8 @@ def old_failure(dagster_home: Path, monkeypatch: pytest.MonkeyPatch) -> str:
 
 
 @pytest.fixture
-def orbit(capsys: pytest.CaptureFixture[str]) -> Callable[..., CliResult]:
-    def call(*args: str) -> CliResult:
-        capsys.readouterr()
-        code = main(list(args))
-        out = capsys.readouterr()
-        return CliResult(code, out.out, out.err)
-
-    return call
+def orbit(orbit_cli: Callable[..., CliResult]) -> Callable[..., CliResult]:
+    return orbit_cli
 
 
 def test_status_of_a_failure_before_the_lookback_says_a_person_must_act(

@@ -15,7 +15,6 @@ import pytest
 from dagster import DagsterInstance
 from sqlalchemy import Engine
 
-from orbit_pipelines.cli import main
 from orbit_pipelines.recovery import detect
 from orbit_pipelines.recovery.launch import ROOT_RUN_ID_TAG
 from orbit_pipelines.recovery.settings import RecoverySettings
@@ -28,14 +27,8 @@ LOOKBACK_S = 1.0
 
 
 @pytest.fixture
-def orbit(capsys: pytest.CaptureFixture[str]) -> Callable[..., CliResult]:
-    def call(*args: str) -> CliResult:
-        capsys.readouterr()
-        code = main(list(args))
-        out = capsys.readouterr()
-        return CliResult(code, out.out, out.err)
-
-    return call
+def orbit(orbit_cli: Callable[..., CliResult]) -> Callable[..., CliResult]:
+    return orbit_cli
 
 
 def _listed(orbit: Callable[..., CliResult]) -> tuple[int, dict]:
